@@ -25,14 +25,21 @@ else:
 # library or wheel is missing would turn a broken install into a green run.
 # `make test` sets PYTEST_QUANT_REQUIRE_STACK=1, which makes such skips failures.
 _MISSING = ("could not import", "not installed", "No module named")
+# Likewise PYTEST_QUANT_REQUIRE_VLLM=1 (also set by `make test`, which builds .venv-vllm first):
+# a test skipped because the vLLM environment is absent fails, so the vllm backend cannot go untested.
+_NO_VLLM = "no vLLM environment"
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if os.environ.get("PYTEST_QUANT_REQUIRE_STACK") and report.skipped and not hasattr(report, "wasxfail"):
-        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        if any(m in reason for m in _MISSING):
-            report.outcome = "failed"
-            report.longrepr = f"skipped for a missing dependency while PYTEST_QUANT_REQUIRE_STACK=1: {reason}"
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return report
+    reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if os.environ.get("PYTEST_QUANT_REQUIRE_STACK") and any(m in reason for m in _MISSING):
+        report.outcome = "failed"
+        report.longrepr = f"skipped for a missing dependency while PYTEST_QUANT_REQUIRE_STACK=1: {reason}"
+    elif os.environ.get("PYTEST_QUANT_REQUIRE_VLLM") and _NO_VLLM in reason:
+        report.outcome = "failed"
+        report.longrepr = f"skipped for a missing vLLM environment while PYTEST_QUANT_REQUIRE_VLLM=1: {reason}"
     return report

@@ -172,3 +172,85 @@ def parse_value_floor(spec: object) -> ValueFloor:
             rtol = th.value
         return ValueFloor(reference, rtol)
     return ValueFloor(_finite_number(spec, "min_value"))
+
+
+# -- efficiency budgets: measurements, not losses ------------------------------------------------
+_RATIO = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*[xX]\s*$")
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$")
+_SIZE_UNITS = {
+    "B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+}
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A factor of the baseline's own measurement: ``"1.2x"`` is ``Ratio(1.2)``."""
+
+    factor: float
+
+    def __str__(self) -> str:
+        return f"{self.factor:g}x"
+
+
+def parse_ratio(text: object, what: str = "a ratio") -> Ratio:
+    """Parse ``"1.0x"`` (a factor of the baseline's number, > 0); bare numbers are refused."""
+    if isinstance(text, Ratio):
+        return text
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise ValueError(f"expected {what} such as '1.0x', got {text!r}")
+    if isinstance(text, (int, float)) or re.fullmatch(r"\s*[-+]?[0-9]*\.?[0-9]+\s*", text):
+        raise ValueError(f"write {what} with an 'x', such as '{str(text).strip()}x' (a factor of the baseline's number)")
+    m = _RATIO.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not {what}: write a factor of the baseline's number such as '1.0x'")
+    factor = float(m.group(1))
+    if not 0 < factor < float("inf"):
+        raise ValueError(f"{text!r}: the factor must be a finite number above 0")
+    return Ratio(factor)
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    """``max_memory``: weight memory as a factor of the baseline's (``"0.35x"``) or a size (``"4GiB"``)."""
+
+    ratio: float | None = None
+    size: int | None = None  # bytes
+
+    def limit(self, baseline_bytes: float) -> float:
+        """The limit in bytes, given the baseline's weight memory."""
+        return self.ratio * baseline_bytes if self.ratio is not None else float(self.size or 0)
+
+    def __str__(self) -> str:
+        if self.ratio is not None:
+            return f"{self.ratio:g}x"
+        return format_bytes(float(self.size or 0))
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` → ``'1.5 KiB'`` (binary units, as memory is counted)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} B" if unit == "B" else f"{n:.4g} {unit}"
+        n /= 1024
+    return f"{n:.4g} TiB"  # pragma: no cover
+
+
+def parse_memory_limit(text: object) -> MemoryLimit:
+    """``"0.35x"`` (of the baseline's weight memory) or an absolute size ``"4GiB"`` / ``"500MB"``."""
+    if isinstance(text, MemoryLimit):
+        return text
+    hint = "write a factor of the baseline's weight memory such as '0.35x' or a size such as '4GiB'"
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise ValueError(f"expected a memory budget: {hint}, got {text!r}")
+    if isinstance(text, (int, float)) or re.fullmatch(r"\s*[-+]?[0-9]*\.?[0-9]+\s*", text):
+        raise ValueError(f"{text!r} is ambiguous: {hint}")
+    m = _SIZE.match(text)
+    if m:
+        size = float(m.group(1)) * _SIZE_UNITS[m.group(2)]
+        if not 0 < size < float("inf"):
+            raise ValueError(f"{text!r}: a memory size must be above 0")
+        return MemoryLimit(size=int(size))
+    if _RATIO.match(text):
+        return MemoryLimit(ratio=parse_ratio(text, "a memory ratio").factor)
+    raise ValueError(f"{text!r} is not a memory budget: {hint}")

@@ -15,9 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from pytest_quant.budget import (
     Comparison,
+    MemoryLimit,
+    Ratio,
     Threshold,
     ValueFloor,
     parse_comparison,
+    parse_memory_limit,
+    parse_ratio,
     parse_threshold,
     parse_value_floor,
     recovery_to_threshold,
@@ -121,6 +125,9 @@ class SchemeConfig(_Strict):
     calibration: CalibrationConfig | None = None
     smoothing_strength: float | None = Field(None, gt=0, lt=1)
     dampening_frac: float | None = Field(None, gt=0, lt=1)
+    # smoothquant only: how the smoothed weights are rounded. GPTQ is llm-compressor's W8A8
+    # recipe (the default); RTN is the SmoothQuant paper's, and needs no Hessian pass.
+    weight_rounding: Literal["gptq", "rtn"] | None = None
     ignore: tuple[str, ...] = ("lm_head",)
 
     @model_validator(mode="before")
@@ -178,9 +185,30 @@ class SchemeConfig(_Strict):
             raise ValueError(f"smoothing_strength applies to 'smoothquant', not {m!r}")
         if self.dampening_frac is not None and m not in ("gptq", "smoothquant"):
             raise ValueError(f"dampening_frac applies to GPTQ ('gptq', 'smoothquant'), not {m!r}")
+        if self.weight_rounding is not None and m != "smoothquant":
+            raise ValueError(f"weight_rounding applies to 'smoothquant', not {m!r}")
+        if self.weight_rounding == "rtn" and self.dampening_frac is not None:
+            raise ValueError("dampening_frac is a GPTQ setting; remove it with weight_rounding: rtn")
         if m == "awq" and self.weights.bits not in (4, 8):
             raise ValueError(f"AWQ supports 4 or 8 bit weights, got {self.weights.bits}")
+        if self.backend == "autoawq":
+            self._autoawq_supports()
         return self
+
+    def _autoawq_supports(self) -> None:
+        """AutoAWQ's GEMM format: 4-bit weights, groups of 64 or 128, a zero point per group."""
+        w = self.weights
+        assert w is not None
+        if w.bits != 4:
+            raise FieldProblem(("weights", "bits"), f"backend 'autoawq' packs 4-bit weights only (got {w.bits})")
+        if w.group_size not in (64, 128):
+            got = "per-channel (no group_size)" if w.group_size is None else w.group_size
+            raise FieldProblem(("weights", "group_size"), f"backend 'autoawq' takes group_size 64 or 128 (got {got})")
+        if w.symmetric:
+            raise FieldProblem(
+                ("weights", "symmetric"),
+                "backend 'autoawq' stores a zero point per group (asymmetric); set symmetric: false (got true)",
+            )
 
     @property
     def group_size(self) -> int | None:
@@ -188,7 +216,10 @@ class SchemeConfig(_Strict):
 
     def fingerprint_payload(self) -> dict[str, Any]:
         """Everything that changes the produced weights (the name does not)."""
-        return self.model_dump(mode="json", exclude={"name"})
+        payload = self.model_dump(mode="json", exclude={"name"})
+        if payload.get("weight_rounding") is None:  # added later: absent keeps earlier cache keys
+            payload.pop("weight_rounding", None)
+        return payload
 
     def describe(self) -> str:
         if self.checkpoint is not None:
@@ -244,9 +275,23 @@ class TaskConfig(_Strict):
         return self.model_dump(mode="json", exclude={"name", "batch_size"}, exclude_none=False)
 
 
+# Efficiency claims of a budget -> the measurement each one compares (see backends/efficiency.py).
+EFFICIENCY_CLAIMS: dict[str, str] = {
+    "max_memory": "weight_memory",
+    "min_decode_speedup": "decode_tokens_per_s",
+    "min_prefill_speedup": "prefill_tokens_per_s",
+}
+_ACCURACY_CLAIMS = ("max_drop", "min_recovery", "compare", "min_value")
+
+
 class BudgetConfig(_Strict):
     """A claim turned into test items: ``max_drop`` / ``min_recovery`` versus the baseline, ``compare``,
     or ``min_value``, a floor on the metric's own value (``schemes: [baseline]`` judges the model as is).
+
+    Efficiency claims, one item per scheme (not per task): ``max_memory`` (weight memory as a factor
+    of the unquantized model's, ``"0.35x"``, or a size, ``"4GiB"``), ``min_decode_speedup`` /
+    ``min_prefill_speedup`` (tokens/s as a factor of the unquantized model's, ``"1.0x"``). They are
+    measurements compared as points, so ``mode``, ``confidence``, ``method`` and ``tasks`` do not apply.
     """
 
     name: str | None = None
@@ -256,6 +301,9 @@ class BudgetConfig(_Strict):
     min_recovery: Threshold | None = None
     compare: Comparison | None = None
     min_value: ValueFloor | None = None
+    max_memory: MemoryLimit | None = None
+    min_decode_speedup: Ratio | None = None
+    min_prefill_speedup: Ratio | None = None
     mode: Mode | None = None
     confidence: float | None = Field(None, gt=0.5, lt=1.0)
     method: StatMethod = "auto"
@@ -281,6 +329,16 @@ class BudgetConfig(_Strict):
     def _parse_floor(cls, v: Any) -> Any:
         return None if v is None else parse_value_floor(v)
 
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _parse_memory(cls, v: Any) -> Any:
+        return None if v is None else parse_memory_limit(v)
+
+    @field_validator("min_decode_speedup", "min_prefill_speedup", mode="before")
+    @classmethod
+    def _parse_speedup(cls, v: Any) -> Any:
+        return None if v is None else parse_ratio(v, "a speedup")
+
     @field_validator("schemes", "tasks", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
@@ -288,15 +346,42 @@ class BudgetConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_claim(self) -> BudgetConfig:
-        given = [k for k in ("max_drop", "min_recovery", "compare", "min_value") if getattr(self, k) is not None]
+        claims = (*_ACCURACY_CLAIMS, *EFFICIENCY_CLAIMS)
+        given = [k for k in claims if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "a budget states exactly one of 'max_drop', 'min_recovery', 'compare' or 'min_value'"
+                f"a budget states exactly one of {', '.join(repr(c) for c in claims[:-1])} or {claims[-1]!r}"
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if self.compare is not None and self.schemes is not None:
             raise ValueError("a 'compare' budget names its schemes in the claim; remove 'schemes'")
+        if self.efficiency is not None:
+            claim = given[0]
+            why = f"'{claim}' is a measurement per scheme compared as a point, not a paired statistic"
+            if self.tasks is not None:
+                raise FieldProblem(("tasks",), f"{why}: it has no task; remove 'tasks'")
+            for key in ("mode", "confidence"):
+                if getattr(self, key) is not None and (key != "mode" or self.mode != "point"):
+                    raise FieldProblem((key,), f"{why}; remove '{key}' (got {getattr(self, key)!r})")
+            if self.method != "auto":
+                raise FieldProblem(("method",), f"{why}; remove 'method' (got {self.method!r})")
         return self
+
+    @property
+    def efficiency(self) -> str | None:
+        """The measurement an efficiency claim compares (``weight_memory``, ...), or None."""
+        for claim, measurement in EFFICIENCY_CLAIMS.items():
+            if getattr(self, claim) is not None:
+                return measurement
+        return None
+
+    @property
+    def claim(self) -> Any:
+        """The claim's parsed value, whichever it is."""
+        for key in (*_ACCURACY_CLAIMS, *EFFICIENCY_CLAIMS):
+            if getattr(self, key) is not None:
+                return getattr(self, key)
+        return None  # pragma: no cover - validation guarantees one
 
     @property
     def threshold(self) -> Threshold | None:
@@ -309,6 +394,12 @@ class BudgetConfig(_Strict):
             return str(self.compare).replace(" ", "")
         if self.min_value is not None:
             return f"value>={self.min_value.floor:.4g}"
+        if self.max_memory is not None:
+            return f"memory<={str(self.max_memory).replace(' ', '')}"
+        if self.min_decode_speedup is not None:
+            return f"decode>={self.min_decode_speedup}"
+        if self.min_prefill_speedup is not None:
+            return f"prefill>={self.min_prefill_speedup}"
         assert self.threshold is not None
         return f"drop<={self.threshold}"
 
@@ -342,6 +433,16 @@ class EvaluationConfig(_Strict):
     backend_args: dict[str, Any] = Field(default_factory=dict)
 
 
+class EfficiencyConfig(_Strict):
+    """How speed and peak memory are measured for efficiency budgets: one greedy ``generate`` of
+    ``new_tokens`` after a fixed ``prompt_tokens``-token prompt (batch 1), best of ``repeats``
+    after one warm-up run."""
+
+    prompt_tokens: int = Field(128, ge=1, le=32_768)
+    new_tokens: int = Field(32, ge=2, le=4_096)
+    repeats: int = Field(3, ge=1, le=100)
+
+
 class SuiteConfig(_Strict):
     name: str | None = None
     model: ModelConfig
@@ -349,6 +450,7 @@ class SuiteConfig(_Strict):
     tasks: dict[str, TaskConfig]
     budgets: list[BudgetConfig] = Field(min_length=1)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
     mode: Mode | None = None
     confidence: float | None = Field(None, gt=0.5, lt=1.0)
     seed: int = 0
@@ -388,6 +490,17 @@ class SuiteConfig(_Strict):
     @model_validator(mode="after")
     def _budgets_name_known(self) -> SuiteConfig:
         for i, b in enumerate(self.budgets):
+            if b.efficiency is not None and b.schemes is None and not self.schemes:
+                raise FieldProblem(
+                    ("budgets", i),
+                    "the suite has no schemes: an efficiency budget compares each scheme with the unquantized model "
+                    "(a size such as 'max_memory: 4GiB' with 'schemes: [baseline]' judges the model as is)",
+                )
+            if b.efficiency is not None and BASELINE in (b.schemes or ()) and not (b.max_memory and b.max_memory.size):
+                raise FieldProblem(
+                    ("budgets", i, "schemes"),
+                    f"{BASELINE!r} would be compared with itself; a size such as '4GiB' (max_memory) can judge it as is",
+                )
             if b.compare is None and b.schemes is None and not self.schemes:
                 raise FieldProblem(
                     ("budgets", i),

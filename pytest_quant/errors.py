@@ -27,5 +27,26 @@ class BaselineError(RuntimeError):
     """A baseline is missing, corrupt or stale."""
 
 
+class EvaluationError(RuntimeError):
+    """An evaluation backend failed outside this process (a worker crashed or timed out).
+
+    The message explains itself: which task on which model folder, the backend's own
+    error, where its full log is kept and that log's last lines. A suite item shows it
+    as its failure, without a traceback (the plugin's explained errors).
+    """
+
+
+class QuantOutOfMemoryError(RuntimeError):
+    """Quantizing or evaluating ran out of memory (torch.OutOfMemoryError, MemoryError, or torch's
+    CPU allocator refusing); the message names the scheme or task and the settings to lower."""
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend's optional library is not installed; the message says how to install it.
+
+    The plugin turns it into a skip (with this message as the reason), never a pass or an error.
+    """
+
+
 class PytestQuantWarning(UserWarning):
     """Something worth a look that does not invalidate a verdict."""

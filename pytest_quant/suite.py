@@ -121,18 +121,23 @@ def _config_error(exc: ValidationError, data: Any, lines: dict, source: str) -> 
 
 @dataclass(frozen=True)
 class Check:
-    """One test item: a budget applied to one scheme (or comparison) on one task."""
+    """One test item: a budget applied to one scheme (or comparison) on one task.
+
+    Efficiency budgets (``max_memory``, ``min_*_speedup``) measure the model, not a task:
+    their checks have ``task`` None and one item per scheme.
+    """
 
     budget_index: int
     budget: BudgetConfig
-    task: str
+    task: str | None
     scheme: str | None  # None for compare budgets; 'baseline' for a min_value floor on the model as is
     name: str
     line: int | None
 
 
 def expand_checks(suite: SuiteConfig, lines: dict[tuple[Any, ...], int] | None = None) -> list[Check]:
-    """Every (budget, scheme, task) the suite asks for, with stable, readable names."""
+    """Every (budget, scheme, task) the suite asks for, with stable, readable names
+    (``drop<=1%[w8-arc]``, ``fp8>=w8a8[arc]``; efficiency budgets: ``memory<=0.35x[w4]``)."""
     lines = lines or {}
     checks: list[Check] = []
     seen: dict[str, int] = {}
@@ -142,12 +147,18 @@ def expand_checks(suite: SuiteConfig, lines: dict[tuple[Any, ...], int] | None =
         line = _line_for(lines, ("budgets", i))
         if budget.compare is not None:
             pairs = [(None, t) for t in tasks]
+        elif budget.efficiency is not None:
+            schemes = budget.schemes if budget.schemes is not None else tuple(suite.schemes)
+            pairs = [(s, None) for s in schemes]
         else:
             schemes = budget.schemes if budget.schemes is not None else tuple(s for s in suite.schemes)
             # 'baseline' is the model as is: only a floor on its own value is a claim about it
             pairs = [(s, t) for s in schemes for t in tasks if s != BASELINE or budget.min_value is not None]
         for scheme, task in pairs:
-            name = f"{label}[{scheme}-{task}]" if scheme and scheme != BASELINE else f"{label}[{task}]"
+            if task is None:
+                name = f"{label}[{scheme}]"
+            else:
+                name = f"{label}[{scheme}-{task}]" if scheme and scheme != BASELINE else f"{label}[{task}]"
             if name in seen:
                 seen[name] += 1
                 name = f"{name}#{seen[name]}"

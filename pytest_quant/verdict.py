@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_quant.budget import Threshold, ValueFloor
+from pytest_quant.budget import MemoryLimit, Ratio, Threshold, ValueFloor, format_bytes
 from pytest_quant.results import TaskResult
 from pytest_quant.stats import Degradation, Mode, Verdict, clopper_pearson, decide, paired_degradation
 
@@ -247,3 +247,67 @@ def both(first: Outcome, second: Outcome) -> Outcome:
     row = {**second.row, "budget": budget, "verdict": "pass" if passed else "fail"}
     return Outcome(passed, first.explanation + "\n" + second.explanation, row, second.degradation, second.verdict)
 
+
+
+EFFICIENCY_TEXT = {
+    "weight_memory": ("weight memory", "memory the weights take deployed: packed bits + scales/zero points"),
+    "decode_tokens_per_s": ("decode speed", "tokens/s after the first, greedy generate, batch 1"),
+    "prefill_tokens_per_s": ("prefill speed", "prompt tokens/s to the first new token, batch 1"),
+}
+
+
+def judge_efficiency(
+    measurement: str,
+    *,
+    baseline: float,
+    value: float,
+    limit: MemoryLimit | Ratio,
+    cand_label: str,
+    details: tuple[str, ...] = (),
+) -> Outcome:
+    """Is a measured number within its budget? ``weight_memory`` (bytes, lower is better) against
+    ``max_memory`` (a factor of the baseline's or a size), or a speed (tokens/s, higher is better)
+    against a factor of the baseline's. A point comparison: measurements have no per-item scores.
+    """
+    what, meaning = EFFICIENCY_TEXT[measurement]
+    memory = measurement == "weight_memory"
+    if not (math.isfinite(baseline) and baseline > 0 and math.isfinite(value) and value >= 0):
+        raise ResultError(f"{cand_label}: {what} cannot be judged (baseline {baseline!r}, {cand_label} {value!r})")
+    ratio = value / baseline
+
+    def show(v: float) -> str:
+        return format_bytes(v) if memory else f"{v:,.1f} tok/s"
+
+    if memory:
+        assert isinstance(limit, MemoryLimit)
+        bound = limit.limit(baseline)
+        ok = value <= bound * (1 + 1e-12)
+        budget = f"{what} <= {limit}" + (" baseline" if limit.ratio is not None else "")
+        why = f"{show(value)} {'<=' if ok else '>'} {show(bound)}" + (f" ({ratio:.3f}x)" if limit.ratio is not None else "")
+    else:
+        assert isinstance(limit, Ratio)
+        bound = limit.factor * baseline
+        ok = value >= bound * (1 - 1e-12)
+        budget = f"{what} >= {limit} baseline"
+        why = f"{ratio:.3f}x {'>=' if ok else '<'} {limit}"
+    lines = [
+        f"{'PASS' if ok else 'FAIL'} [point] {cand_label} vs baseline: {what} ({meaning})",
+        f"  baseline: {show(baseline)}   {cand_label}: {show(value)}   ratio: {ratio:.3f}x",
+        f"  budget: {budget}; {why}",
+        "  (a measurement compared as a point, not paired statistics)",
+        *(f"  {d}" for d in details),
+    ]
+    row = {
+        "kind": "efficiency",
+        "task": None,
+        "metric": measurement,
+        "unit": "bytes" if memory else "tokens/s",
+        "baseline": baseline,
+        "value": value,
+        "ratio": ratio,
+        "budget": budget,
+        "mode": "point",
+        "method": "measurement",
+        "verdict": "pass" if ok else "fail",
+    }
+    return Outcome(ok, "\n".join(lines), row, None, Verdict(ok, "point", bound, value, why))

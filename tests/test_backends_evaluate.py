@@ -221,3 +221,28 @@ def test_missing_corpus_is_a_config_error(tiny_model: Path, tmp_path: Path) -> N
     task = TaskConfig(name="ppl", perplexity=str(tmp_path / "missing.txt"))
     with pytest.raises(QuantConfigError, match="corpus .*missing.txt.* does not exist"):
         get_evaluator("perplexity").evaluate(tiny_model, task, EVAL)
+
+
+def test_suite_tasks_reading_metrics_of_one_lm_eval_run_share_it(tiny_model: Path, tmp_path: Path) -> None:
+    # LAMBADA's accuracy and perplexity in the demo suite are two suite tasks over one lm-eval run.
+    from pytest_quant.backends.cache import ArtifactCache
+    from pytest_quant.config import ModelConfig
+    from pytest_quant.session import Options, QuantSession
+
+    session = QuantSession(Options(baseline_dir=tmp_path / "baselines", cache_dir=tmp_path / "cache"))
+    model = ModelConfig(name="tiny", path=str(tiny_model))
+    acc = session.evaluate(model, None, TaskConfig(name="pq_arith", include_path=TASKS, metric="acc", limit=12), EVAL)
+    norm = session.evaluate(
+        model, None, TaskConfig(name="arith_norm", task="pq_arith", include_path=TASKS, metric="acc_norm", limit=12), EVAL
+    )
+
+    def runs() -> list[dict]:
+        return [b for b in ArtifactCache(tmp_path / "cache").builds() if b["kind"] == "run"]
+
+    assert len(runs()) == 1 and runs()[0]["label"] == "tiny/baseline/pq_arith"
+    assert (acc.metric, norm.metric) == ("acc", "acc_norm") and acc.item_ids == norm.item_ids
+    direct, raw = evaluate(tiny_model, lm_task("pq_arith", metric="acc", limit=12))
+    assert acc.scores == direct.scores and acc.value == raw["results"]["pq_arith"]["acc,none"]
+    assert norm.value == raw["results"]["pq_arith"]["acc_norm,none"]
+    session.evaluate(model, None, TaskConfig(name="pq_arith", include_path=TASKS, metric="acc", limit=6), EVAL)
+    assert len(runs()) == 2  # another limit is another run

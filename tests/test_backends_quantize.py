@@ -38,6 +38,7 @@ SCHEMES: dict[str, dict] = {
     "gptq": {"method": "gptq", "weights": {"group_size": 64}, "calibration": CALIB},
     "awq": {"method": "awq", "weights": {"group_size": 64}, "calibration": CALIB},
     "smoothquant": {"method": "smoothquant", "calibration": CALIB},
+    "smoothquant-rtn": {"method": "smoothquant", "weight_rounding": "rtn", "calibration": CALIB},
     "fp8-dynamic": {"method": "fp8"},
     "fp8-static": {"method": "fp8", "activations": {"type": "float", "dynamic": False}, "calibration": CALIB},
 }
@@ -47,10 +48,11 @@ STORAGE = {
     "gptq": ("pack-quantized", {"weight_packed": torch.int32, "weight_scale": torch.float32}),
     "awq": ("pack-quantized", {"weight_packed": torch.int32, "weight_zero_point": torch.int32}),
     "smoothquant": ("int-quantized", {"weight": torch.int8, "weight_scale": torch.float32}),
+    "smoothquant-rtn": ("int-quantized", {"weight": torch.int8, "weight_scale": torch.float32}),
     "fp8-dynamic": ("float-quantized", {"weight": torch.float8_e4m3fn, "weight_scale": torch.float32}),
     "fp8-static": ("float-quantized", {"weight": torch.float8_e4m3fn, "input_scale": torch.float32}),
 }
-SLOW = {"awq", "smoothquant", "gptq", "fp8-static"}
+SLOW = {"awq", "smoothquant", "smoothquant-rtn", "gptq", "fp8-static"}
 
 
 def scheme(name: str) -> SchemeConfig:

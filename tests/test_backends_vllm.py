@@ -4,16 +4,20 @@ The same tiny model and the same local tasks are evaluated with ``hf`` (transfor
 process) and ``vllm`` (a subprocess in .venv-vllm); both must score every item the same: equal
 per-item accuracies, loglikelihoods within 1e-4 nats, identical greedy generations. Schemes that
 vLLM-CPU has no kernel for are skipped with the reason. Tests that need the vLLM environment
-skip (with the command that builds it) when it is absent, unless PYTEST_QUANT_REQUIRE_VLLM=1,
-which makes its absence a failure.
+skip (with the command that builds it) when it is absent; under PYTEST_QUANT_REQUIRE_VLLM=1
+(`make test`) the root conftest.py turns that skip into a failure.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import os
+import shutil
 import subprocess
 import textwrap
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -34,6 +38,7 @@ from pytest_quant.backends.evaluate.lmeval_vllm import (  # noqa: E402
 from pytest_quant.config import EvaluationConfig, TaskConfig  # noqa: E402
 from pytest_quant.errors import QuantConfigError  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 TASKS = str(DATA / "tasks")
 VLLM = EvaluationConfig(backend="vllm")
@@ -48,10 +53,24 @@ def _vllm_python() -> Path | None:
         return None
 
 
+# The reason starts with "no vLLM environment": under PYTEST_QUANT_REQUIRE_VLLM=1 (`make test`)
+# the root conftest.py turns this skip into a failure.
 needs_vllm = pytest.mark.skipif(
-    _vllm_python() is None and not os.environ.get("PYTEST_QUANT_REQUIRE_VLLM"),
+    _vllm_python() is None,
     reason="no vLLM environment (.venv-vllm): build it with `make vllm-env` (PYTEST_QUANT_REQUIRE_VLLM=1 makes this a failure)",
 )
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Process ids whose command line contains ``text`` (a worker's run folder or the test's cache root)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                found.append(cmdline.parent.name)
+        except OSError:
+            continue
+    return found
 
 
 def lm_task(task: str, **kw) -> TaskConfig:
@@ -95,9 +114,14 @@ def test_vllm_scores_every_item_as_hf_does(tiny_model: Path) -> None:
         result = hf.evaluate(tiny_model, task, EvaluationConfig())
         expected.append((result, _responses(hf.last_results["samples"])))
 
+    from pytest_quant.backends.models import load_causal_lm
+
+    kept = weakref.ref(load_causal_lm(tiny_model)[0])  # the model the hf evaluator keeps (a cache hit)
     vllm = get_evaluator("vllm")
     assert isinstance(vllm, LMEvalVLLM)
     got = vllm.evaluate_many(tiny_model, tasks, VLLM)  # one worker, one model load, four tasks
+    gc.collect()
+    assert kept() is None, "the hf evaluator's model was still held in this process while the vLLM worker ran"
 
     for (want, want_resps), result, samples in zip(expected, got, vllm.last_samples, strict=True):
         assert (result.task, result.metric, result.aggregation) == (want.task, want.metric, want.aggregation)
@@ -125,6 +149,9 @@ def test_vllm_scores_every_item_as_hf_does(tiny_model: Path) -> None:
     assert vllm.environment_versions(VLLM) == versions  # what a result-cache key can include without running vLLM
     timings = vllm.last_timings
     assert timings is not None and timings["wall_s"] > timings["load_s"] > 0 and len(timings["evaluate_s"]) == 4
+    # The worker (and any engine process of its group) is gone once its results are read; its
+    # command line names a run folder under this test's cache root.
+    assert not _processes_mentioning(os.environ["PYTEST_QUANT_CACHE"]), "the vLLM worker outlived its evaluation"
 
 
 # --------------------------------------------------------------------------- no CPU kernel: skipped
@@ -320,11 +347,176 @@ def test_a_timeout_ends_the_worker_and_its_children(tiny_model: Path) -> None:
         get_evaluator("vllm").evaluate(tiny_model, lm_task("pq_echo"), slow)
     assert time.perf_counter() - start < 30 and info.value.__cause__ is None
     work = str(Path(str(info.value).split("log kept at ", 1)[1].split("\n", 1)[0]).parent)
-    left = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if work in cmdline.read_bytes().decode(errors="replace"):
-                left.append(cmdline.parent.name)
-        except OSError:
-            continue
+    left = _processes_mentioning(work)
     assert not left, f"worker processes still running: {left}"
+
+
+# --------------------------------------------------------------------------- a model vLLM cannot run: the item says why
+@pytest.mark.slow
+@needs_vllm
+def test_a_model_vllm_cannot_run_fails_its_suite_item_with_the_workers_error(tmp_path: Path, pytester: pytest.Pytester) -> None:
+    """One readable failure at the item: the task, the model folder, vLLM's own error, the log's tail; no traceback."""
+    from pytest_quant.backends.models import build_tiny_llama
+
+    # head_dim 8: transformers runs it; vLLM-CPU 0.32 has no attention kernel for it ("Unsupported CPU
+    # attention configuration: head_dim=8"), found when the engine starts, after the model loaded.
+    model = build_tiny_llama(tmp_path / "head-dim-8", hidden_size=32, intermediate_size=64, heads=4, kv_heads=2)
+    pytester.makefile(
+        ".quant.yaml",
+        suite=f"""\
+model: {{name: '{model}'}}
+evaluation: {{backend: vllm}}
+tasks: {{arith: {{task: pq_arith, include_path: '{TASKS}', limit: 4}}}}
+budgets: [{{schemes: [baseline], tasks: [arith], min_value: 0}}]
+""",
+    )
+    report = tmp_path / "report.json"
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-rfE", f"--quant-cache-dir={tmp_path / 'cache'}", f"--quant-report={report}"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"vLLM evaluation of 'arith' on {model} failed (worker exit code 1): *Error: *head_dim*",
+        "python: *; log kept at *worker.log",
+        "--- last lines of the worker's log before the error ---",
+    ])  # fmt: skip
+    result.stdout.no_fnmatch_line("*Traceback*")
+    (row,) = json.loads(report.read_text())["items"]
+    assert row["verdict"] == "error" and row["error"].startswith("vLLM evaluation of 'arith' on ")
+
+
+# --------------------------------------------------------------------------- result-cache key: the vLLM environment's versions
+ENV_VERSIONS = {
+    "vllm-cpu": "0.32.0", "torch": "2.13.0+cpu", "transformers": "5.17.0", "lm_eval": "0.4.13", "compressed-tensors": "0.17.0",
+}  # fmt: skip
+
+
+def _dist_info(site: Path, name: str, version: str) -> None:
+    folder = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    folder.mkdir()
+    (folder / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def _fake_vllm_venv(root: Path, versions: dict[str, str], *, system_site: bool = False) -> Path:
+    """A virtual environment's layout with dist-info folders only; its python notes that it ran, and fails."""
+    site = root / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (root / "pyvenv.cfg").write_text(f"home = /usr/bin\ninclude-system-site-packages = {str(system_site).lower()}\n")
+    for name, version in versions.items():
+        _dist_info(site, name, version)
+    python = root / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text(f"#!/bin/sh\ntouch '{root / 'ran'}'\nexit 3\n")
+    python.chmod(0o755)
+    return python
+
+
+def _upgrade(python: Path, name: str, version: str) -> None:
+    """What `pip install -U name` leaves in site-packages: the old dist-info folder replaced."""
+    site = python.parent.parent / "lib" / "python3.11" / "site-packages"
+    for old in site.glob(f"{name.replace('-', '_')}-*.dist-info"):
+        shutil.rmtree(old)
+    _dist_info(site, name, version)
+
+
+def test_environment_versions_are_read_from_metadata_without_starting_vllms_python(tmp_path: Path) -> None:
+    python = _fake_vllm_venv(tmp_path / "venv", ENV_VERSIONS)
+    evaluation = EvaluationConfig(backend="vllm", backend_args={"python": str(python)})
+    start = time.perf_counter()
+    assert LMEvalVLLM().environment_versions(evaluation) == ENV_VERSIONS
+    assert LMEvalVLLM().environment_versions(evaluation) == ENV_VERSIONS
+    assert time.perf_counter() - start < 1 and not (tmp_path / "venv" / "ran").exists()
+    _upgrade(python, "vllm-cpu", "0.33.0")
+    assert LMEvalVLLM().environment_versions(evaluation) == {**ENV_VERSIONS, "vllm-cpu": "0.33.0"}  # seen at once
+    # A venv that also sees the system site-packages may take vllm from there: its Python is asked instead.
+    shared = _fake_vllm_venv(tmp_path / "shared", ENV_VERSIONS, system_site=True)
+    with pytest.raises(VLLMWorkerError, match="could not read the versions of the vLLM environment"):
+        LMEvalVLLM().environment_versions(EvaluationConfig(backend="vllm", backend_args={"python": str(shared)}))
+    assert (tmp_path / "shared" / "ran").exists()
+
+
+@needs_vllm
+def test_environment_versions_agree_with_the_vllm_environments_own_answer() -> None:
+    python = _vllm_python()
+    code = "import json; from pytest_quant.backends.vllm_worker import environment_versions as v; print(json.dumps(v()))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    own = json.loads(subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, env=env).stdout)
+    assert LMEvalVLLM().environment_versions(VLLM) == own and (own.get("vllm-cpu") or own.get("vllm"))
+
+
+def test_a_new_vllm_cpu_in_its_environment_invalidates_cached_vllm_results(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's result-cache key holds .venv-vllm's versions: same settings, new vllm-cpu, new evaluation."""
+    from pytest_quant.config import ModelConfig
+    from pytest_quant.results import TaskResult
+    from pytest_quant.session import Options, QuantSession
+
+    python = _fake_vllm_venv(tmp_path / "venv", ENV_VERSIONS)
+    monkeypatch.setenv("PYTEST_QUANT_VLLM_PYTHON", str(python))  # not among the evaluation settings
+    runs: list[str] = []
+
+    def evaluate(self: LMEvalVLLM, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0):
+        runs.append(self.environment_versions(evaluation)["vllm-cpu"])
+        return TaskResult(task.name, "acc", 1.0, True, "mean", ("0",), (1.0,))
+
+    monkeypatch.setattr(LMEvalVLLM, "evaluate", evaluate)
+    model, task = ModelConfig(name=str(tiny_model)), lm_task("pq_arith")
+
+    def session() -> QuantSession:
+        return QuantSession(Options(baseline_dir=tmp_path / "baselines", cache_dir=tmp_path / "cache"))
+
+    first = session()
+    first.evaluate(model, None, task, VLLM)
+    first.evaluate(model, None, task, VLLM)
+    session().evaluate(model, None, task, VLLM)
+    assert runs == ["0.32.0"]  # then cache hits, in this session and the next
+    _upgrade(python, "vllm-cpu", "0.33.0")
+    session().evaluate(model, None, task, VLLM)
+    assert runs == ["0.32.0", "0.33.0"]
+    assert not (tmp_path / "venv" / "ran").exists()  # versions read from metadata: vLLM's Python never started
+
+
+def test_a_worker_killed_by_a_signal_is_named_and_stays_a_worker_error(tiny_model: Path, tmp_path: Path) -> None:
+    """SIGKILL without a word is most often the OOM killer: said so, and not rewritten by the session's
+    out-of-memory handling, so the message keeps the log's place."""
+    from pytest_quant.config import ModelConfig
+    from pytest_quant.session import Options, QuantSession
+
+    python = _fake_vllm_venv(tmp_path / "venv", ENV_VERSIONS)
+    python.write_text("#!/bin/sh\nkill -KILL $$\n")
+    session = QuantSession(Options(baseline_dir=tmp_path / "baselines", cache_dir=tmp_path / "cache"))
+    evaluation = EvaluationConfig(backend="vllm", backend_args={"python": str(python)})
+    with pytest.raises(VLLMWorkerError) as info:
+        session.evaluate(ModelConfig(name=str(tiny_model)), None, lm_task("pq_arith"), evaluation)
+    first, second, *_ = str(info.value).splitlines()
+    assert first == f"vLLM evaluation of 'my_pq_arith' on {tiny_model} failed (worker killed by SIGKILL, out of memory?): no result written"
+    assert second.startswith(f"python: {python}; log kept at ")
+
+
+# --------------------------------------------------------------------------- CI: `make test` tests this backend for real
+def test_make_test_builds_the_vllm_environment_first_and_requires_it(tmp_path: Path) -> None:
+    make = shutil.which("make")
+    assert make is not None, "make is needed: CI runs `make test`"
+    out = subprocess.run(
+        [make, "-n", "test", f"VENV={tmp_path}/venv", f"VLLM_VENV={tmp_path}/venv-vllm"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    build = next(i for i, line in enumerate(out) if line.endswith(f"-m venv {tmp_path}/venv-vllm"))
+    run = next(i for i, line in enumerate(out) if " -m pytest " in line)
+    assert build < run and "PYTEST_QUANT_REQUIRE_VLLM=1" in out[run]
+    assert any(line.startswith(f"touch {tmp_path}/venv-vllm/") for line in out[build:run])
+
+
+def test_require_vllm_turns_a_missing_vllm_environment_into_a_failure(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    reason = needs_vllm.mark.kwargs["reason"]
+    pytester.makepyfile(test_needs_vllm=f"import pytest\n\n@pytest.mark.skipif(True, reason={reason!r})\ndef test_it():\n    pass\n")
+    monkeypatch.delenv("PYTEST_QUANT_REQUIRE_VLLM", raising=False)
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(skipped=1)
+    monkeypatch.setenv("PYTEST_QUANT_REQUIRE_VLLM", "1")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rfE")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*skipped for a missing vLLM environment while PYTEST_QUANT_REQUIRE_VLLM=1: *make vllm-env*"])

@@ -156,3 +156,15 @@ def test_kill_during_write_leaves_old_file(tmp_path):
     proc.wait()
     entry = BaselineStore(root).load("m", "t")
     assert entry.result.n in (2000, 200000)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path, umask):
+    from pytest_quant.atomic import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "b.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o666 & ~umask

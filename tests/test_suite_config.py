@@ -66,6 +66,11 @@ def test_presets_fill_schemes():
         (("{method: fp8}", "{method: rtn, backend: vllm}"), "s.quant.yaml:6: schemes.fp8", "no backend 'vllm'"),
         (("model: tiny-llama-test\n", ""), "s.quant.yaml:1: model", "Field required"),
         (("acc_norm, limit", "acc_norm, perplexity: x, limit"), "s.quant.yaml:9: tasks.arc_easy", "perplexity"),
+        (("{method: fp8}", "{method: gptq, weight_rounding: rtn}"), "s.quant.yaml:6: schemes.fp8", "applies to 'smoothquant'"),
+        (("smoothing_strength: 0.8}", "smoothing_strength: 0.8, weight_rounding: rtn, dampening_frac: 0.1}"),
+         "s.quant.yaml:5: schemes.w8a8-sq", "GPTQ setting"),
+        (("smoothing_strength: 0.8}", "smoothing_strength: 0.8, weight_rounding: awq}"),
+         "s.quant.yaml:5: schemes.w8a8-sq.weight_rounding", "'awq'"),
     ],
 )
 def test_errors_name_file_line_field_and_value(edit, where, words):

@@ -9,13 +9,24 @@ heavy library at module load.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
-from pytest_quant.errors import QuantConfigError
+from pytest_quant.errors import BackendUnavailable, QuantConfigError
 
 QUANTIZERS: dict[str, str] = {
     "reference": "pytest_quant.backends.quantize.rtn:ReferenceQuantizer",
     "llmcompressor": "pytest_quant.backends.quantize.llmcompressor:LLMCompressorQuantizer",
+    "autoawq": "pytest_quant.backends.quantize.autoawq:AutoAWQQuantizer",
+}
+
+# Backends whose library is an optional install: name -> (module it imports, how to install it).
+OPTIONAL: dict[str, tuple[str, str]] = {
+    "autoawq": (
+        "awq",
+        "pip install --no-deps autoawq==0.2.9  (AutoAWQ is archived upstream; --no-deps keeps its triton "
+        "requirement and unpinned stack out, see requirements/autoawq.txt)",
+    ),
 }
 
 EVALUATORS: dict[str, str] = {
@@ -25,11 +36,37 @@ EVALUATORS: dict[str, str] = {
 }
 
 
+def unavailable_reason(name: str) -> str | None:
+    """Why backend ``name`` cannot run here (its optional library is not installed), or None.
+
+    Finds the module without importing it (cheap enough for collection). An installed but
+    broken library is not "unavailable": importing it then fails loudly.
+    """
+    if name not in OPTIONAL:
+        return None
+    module, install = OPTIONAL[name]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return None
+    return f"backend {name!r} needs the {module!r} module, which is not installed: {install}"
+
+
+def require(name: str) -> None:
+    """Raise :class:`BackendUnavailable` (the plugin skips) when backend ``name``'s library is not installed."""
+    reason = unavailable_reason(name)
+    if reason is not None:
+        raise BackendUnavailable(reason)
+
+
 def _load(kind: str, table: dict[str, str], name: str) -> Any:
     try:
         target = table[name]
     except KeyError:
         raise QuantConfigError(f"unknown {kind} backend {name!r}; known: {', '.join(sorted(table))}") from None
+    require(name)
     module_name, _, attr = target.partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, attr)()

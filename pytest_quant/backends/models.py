@@ -41,6 +41,7 @@ __all__ = [
     "adds_bos",
     "build_tiny_llama",
     "byte_level_tokenizer",
+    "check_model_files",
     "check_scheme_fits",
     "clear_model_cache",
     "is_quant_target",
@@ -48,6 +49,7 @@ __all__ = [
     "load_causal_lm",
     "model_fingerprint",
     "quantization_method",
+    "release_memory",
     "resolve_model",
     "tiny_llama_test",
 ]
@@ -287,7 +289,37 @@ def resolve_model(model: ModelConfig, cache_dir: Path) -> ResolvedModel:
         display = source + (f"@{model.revision}" if model.revision else "")
     if not (path / "config.json").is_file():
         raise QuantConfigError(f"model {source!r}: {path} has no config.json (not a Hugging Face model folder)", field="model")
+    check_model_files(path, what=f"model {source!r}")
     return ResolvedModel(path=path, fingerprint=model_fingerprint(path, cache_dir), display=display)
+
+
+def check_model_files(folder: Path, *, what: str, source: str | None = None, field: str = "model") -> None:
+    """Raise :class:`QuantConfigError` naming the file when ``folder``'s config.json is not a JSON
+    object or one of its safetensors files is truncated or corrupt.
+
+    Only the safetensors headers are read (and checked to cover each file exactly), so this
+    costs milliseconds for any model size, and a broken folder fails with the file's name
+    instead of a traceback from deep inside transformers or llm-compressor.
+    """
+    config_file = Path(folder) / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise QuantConfigError(f"{what}: {str(config_file)!r} is not valid JSON ({exc})", source=source, field=field) from None
+    if not isinstance(config, dict):
+        raise QuantConfigError(f"{what}: {str(config_file)!r} is not a JSON object", source=source, field=field)
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError:  # nothing could load the weights either; the loader says so
+        return
+    for weights in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="numpy"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise QuantConfigError(
+                f"{what}: weights file {str(weights)!r} is truncated or corrupt ({exc})", source=source, field=field
+            ) from None
 
 
 def _snapshot(repo_id: str, revision: str | None, trust_remote_code: bool) -> Path:
@@ -496,12 +528,28 @@ def check_scheme_fits(scheme: SchemeConfig, model_dir: str | Path, source: str |
 _LOADED: dict[tuple, tuple[Any, Any]] = {}
 
 
-def clear_model_cache() -> None:
-    """Drop the model kept by :func:`load_causal_lm`."""
-    _LOADED.clear()
+def release_memory() -> None:
+    """Give back what dropped models held: collect reference cycles (a transformers model has
+    them), then return CUDA's cached blocks to the driver when CUDA is in use. Imports nothing:
+    without torch loaded there is no tensor to free."""
     import gc
+    import sys
 
     gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def clear_model_cache() -> None:
+    """Drop the model kept by :func:`load_causal_lm` and release its memory.
+
+    Called before another model is loaded for evaluation, before a quantization (which loads its
+    own copy) and before a vLLM evaluation (its worker process needs the memory), so at most one
+    model for evaluation is held in this process: memory is released between models.
+    """
+    _LOADED.clear()
+    release_memory()
 
 
 def _folder_stamp(model_dir: Path) -> tuple:

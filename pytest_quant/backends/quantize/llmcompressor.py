@@ -12,8 +12,9 @@ method     recipe
 rtn        QuantizationModifier (round-to-nearest, no calibration data)
 gptq       GPTQModifier(dampening_frac)
 awq        AWQModifier (transform, ``llmcompressor.modifiers.transform``) + QuantizationModifier
-smoothquant SmoothQuantModifier(smoothing_strength) + GPTQModifier, W8A8 int8 (dynamic per-token
-           activations, or static per-tensor when ``activations.dynamic`` is false)
+smoothquant SmoothQuantModifier(smoothing_strength) + GPTQModifier (or QuantizationModifier with
+           ``weight_rounding: rtn``), W8A8 int8 (dynamic per-token activations, or static
+           per-tensor when ``activations.dynamic`` is false)
 fp8        QuantizationModifier, FP8 E4M3 weights (per channel, or per group) and FP8 activations:
            dynamic per token, or static per tensor calibrated on data when ``dynamic: false``
 ========== ==========================================================================
@@ -102,10 +103,10 @@ def build_recipe(scheme: SchemeConfig) -> list[Any]:
     if m == "smoothquant":
         from llmcompressor.modifiers.transform import SmoothQuantModifier
 
-        return [
-            SmoothQuantModifier(smoothing_strength=scheme.smoothing_strength or 0.8),
-            GPTQModifier(config_groups=groups, ignore=ignore, dampening_frac=scheme.dampening_frac or 0.01),
-        ]
+        smooth = SmoothQuantModifier(smoothing_strength=scheme.smoothing_strength or 0.8)
+        if scheme.weight_rounding == "rtn":  # the SmoothQuant paper's recipe: smooth, then round to nearest
+            return [smooth, QuantizationModifier(config_groups=groups, ignore=ignore)]
+        return [smooth, GPTQModifier(config_groups=groups, ignore=ignore, dampening_frac=scheme.dampening_frac or 0.01)]
     raise QuantConfigError(f"llm-compressor backend has no recipe for method {m!r}", field=f"schemes.{scheme.name}.method")
 
 

