@@ -232,38 +232,14 @@ def _run_task(
     lm_eval: Any, lm: Any, task: TaskConfig, manager: Any, *, seed: int, datasets: dict[str, str] | None
 ) -> tuple[Any, dict]:
     """What ``LMEvalHF.evaluate`` does after loading its model, on lm-eval's VLLM model ``lm``."""
-    from pytest_quant.backends.datasets import offline_datasets
-    from pytest_quant.backends.evaluate.lmeval_hf import _hub_errors_explained, _without_env_report, result_from_lm_eval
+    from pytest_quant.backends.evaluate.lmeval_hf import evaluate_task, result_from_lm_eval
 
-    overrides = {task.lm_eval_task: task.split} if task.split else None
     source = "hub" if datasets is None else datasets["label"]
-    offline = contextlib.nullcontext(None) if datasets is None else offline_datasets(datasets["path"], split_overrides=overrides)
-    with offline as record, _without_env_report(), _hub_errors_explained(task, source):
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=[task.lm_eval_task],
-            num_fewshot=task.num_fewshot,
-            limit=task.limit,
-            log_samples=True,
-            task_manager=manager,
-            bootstrap_iters=0,
-            apply_chat_template=task.apply_chat_template,
-            fewshot_as_multiturn=task.apply_chat_template,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
-    if results is None:
-        raise RuntimeError("lm-eval returned no results (not rank 0?)")
+    offline_root = None if datasets is None else datasets["path"]
+    results, datasets_meta = evaluate_task(lm_eval, lm, task, manager, seed=seed, source=source, offline_root=offline_root)
     result = result_from_lm_eval(results, task, lm_eval_version=getattr(lm_eval, "__version__", "unknown"))
-    if record is not None and record.tasks:
-        data = {name: info.to_json() for name, info in sorted(record.tasks.items())}
-        substituted = sorted(f"{n}: {i['requested_split']} -> {i['split']}" for n, i in data.items() if i.get("substituted"))
-        meta = {**result.meta, "datasets": {"source": source, "tasks": data}}
-        if substituted:
-            meta["split_substituted"] = substituted
-        result = dataclasses.replace(result, meta=meta)
+    if datasets_meta:
+        result = dataclasses.replace(result, meta={**result.meta, **datasets_meta})
     return result, results
 
 

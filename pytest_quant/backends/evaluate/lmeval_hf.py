@@ -105,7 +105,7 @@ class LMEvalHF:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
-        from pytest_quant.backends.datasets import dataset_source, offline_datasets
+        from pytest_quant.backends.datasets import dataset_source
         from pytest_quant.backends.models import load_causal_lm
 
         if task.kind != "lm_eval":
@@ -125,35 +125,14 @@ class LMEvalHF:
             batch_size=evaluation.batch_size or task.batch_size,
             **evaluation.backend_args,
         )
-        overrides = {task.lm_eval_task: task.split} if task.split else None
-        offline = contextlib.nullcontext(None) if source == "hub" else offline_datasets(source, split_overrides=overrides)
-        with offline as record, _without_env_report(), _hub_errors_explained(task, source):
-            results = lm_eval.simple_evaluate(
-                model=lm,
-                tasks=[task.lm_eval_task],
-                num_fewshot=task.num_fewshot,
-                limit=task.limit,
-                log_samples=True,
-                task_manager=manager,
-                bootstrap_iters=0,
-                apply_chat_template=task.apply_chat_template,
-                fewshot_as_multiturn=task.apply_chat_template,
-                random_seed=seed,
-                numpy_random_seed=seed,
-                torch_random_seed=seed,
-                fewshot_random_seed=seed,
-            )
-        if results is None:  # non-zero rank in a distributed run
-            raise RuntimeError("lm-eval returned no results (not rank 0?)")
+        results, datasets_meta = evaluate_task(
+            lm_eval, lm, task, manager, seed=seed, source=str(source), offline_root=None if source == "hub" else source
+        )
         self.last_results = results
         run = slim_results(results)
         extra: dict[str, Any] = {"lm_eval_version": getattr(lm_eval, "__version__", "unknown")}
-        if record is not None and record.tasks:
-            data = {name: info.to_json() for name, info in sorted(record.tasks.items())}
-            substituted = sorted(f"{n}: {i['requested_split']} -> {i['split']}" for n, i in data.items() if i.get("substituted"))
-            extra["meta"] = {"datasets": {"source": str(source), "tasks": data}}
-            if substituted:
-                extra["meta"]["split_substituted"] = substituted
+        if datasets_meta:
+            extra["meta"] = datasets_meta
         run[RUN_KEY] = json.loads(json.dumps(extra))
         return run
 
@@ -165,6 +144,46 @@ class LMEvalHF:
         if extra.get("meta"):
             result = dataclasses.replace(result, meta={**result.meta, **extra["meta"]})
         return result
+
+
+def evaluate_task(
+    lm_eval: Any, lm: Any, task: TaskConfig, manager: Any, *, seed: int, source: str, offline_root: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``simple_evaluate`` of ``task`` on lm-eval model ``lm`` (HFLM here, VLLM in the vLLM worker):
+    logged samples, seeds, data read from ``offline_root`` (None: the hub; ``source`` names it).
+
+    Returns lm-eval's output and the datasets record for a result's meta ({} when read from the hub).
+    """
+    from pytest_quant.backends.datasets import offline_datasets
+
+    overrides = {task.lm_eval_task: task.split} if task.split else None
+    offline = contextlib.nullcontext(None) if offline_root is None else offline_datasets(offline_root, split_overrides=overrides)
+    with offline as record, _without_env_report(), _hub_errors_explained(task, source):
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[task.lm_eval_task],
+            num_fewshot=task.num_fewshot,
+            limit=task.limit,
+            log_samples=True,
+            task_manager=manager,
+            bootstrap_iters=0,
+            apply_chat_template=task.apply_chat_template,
+            fewshot_as_multiturn=task.apply_chat_template,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    if results is None:  # non-zero rank in a distributed run
+        raise RuntimeError("lm-eval returned no results (not rank 0?)")
+    meta: dict[str, Any] = {}
+    if record is not None and record.tasks:
+        data = {name: info.to_json() for name, info in sorted(record.tasks.items())}
+        substituted = sorted(f"{n}: {i['requested_split']} -> {i['split']}" for n, i in data.items() if i.get("substituted"))
+        meta["datasets"] = {"source": source, "tasks": data}
+        if substituted:
+            meta["split_substituted"] = substituted
+    return results, meta
 
 
 RUN_KEY = "pytest_quant"
