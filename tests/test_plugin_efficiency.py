@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from quant_runs import builds, run
 
 DATA = Path(__file__).parent / "data"
 HEAVY = ("torch", "transformers", "vllm", "llmcompressor", "lm_eval")
@@ -34,17 +35,6 @@ budgets:
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("quant-cache")
-
-
-def run(pytester: pytest.Pytester, cache_dir: Path, *args: str):
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--quant-cache-dir={cache_dir}", "-rA", *args)
-
-
-def builds(cache_dir: Path, kind: str) -> list[dict]:
-    log = cache_dir / "builds.log"
-    if not log.exists():
-        return []
-    return [e for e in map(json.loads, log.read_text().splitlines()) if e["kind"] == kind]
 
 
 def report_rows(path: Path) -> dict[str, dict]:
