@@ -14,7 +14,6 @@ import json
 import math
 import os
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest

