@@ -419,6 +419,21 @@ class ModelConfig(_Strict):
         return self.path or self.name
 
 
+class ReferenceModelConfig(ModelConfig):
+    """Another model, evaluated as is on the suite's tasks, named in ``compare`` claims across models
+    ("W4A16 70B >= BF16 8B"). Its results are read from its own stored baseline
+    (``baselines/<its name>.json``, recorded under ``--quant-update-baselines`` like the suite model's),
+    so both models are scored on the same items and the comparison is paired.
+
+    ``backend_args`` are merged over the suite's ``evaluation.backend_args`` (a smaller model may
+    need a smaller ``tensor_parallel_size``)."""
+
+    backend_args: dict[str, Any] = Field(default_factory=dict)
+
+    def as_model(self) -> ModelConfig:
+        return ModelConfig.model_validate(self.model_dump(exclude={"backend_args"}))
+
+
 class EvaluationConfig(_Strict):
     """How the suite evaluates: backend and its settings (vLLM settings pass through)."""
 
@@ -447,6 +462,7 @@ class SuiteConfig(_Strict):
     name: str | None = None
     model: ModelConfig
     schemes: dict[str, SchemeConfig] = Field(default_factory=dict)  # none: only min_value checks of the model as is
+    references: dict[str, ReferenceModelConfig] = Field(default_factory=dict)  # other models, for compare claims
     tasks: dict[str, TaskConfig]
     budgets: list[BudgetConfig] = Field(min_length=1)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -460,6 +476,13 @@ class SuiteConfig(_Strict):
     @classmethod
     def _model_from_str(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("references", mode="before")
+    @classmethod
+    def _references_from_str(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        return {key: {"name": body} if isinstance(body, str) else body for key, body in v.items()}
 
     @field_validator("schemes", "tasks", mode="before")
     @classmethod
@@ -477,18 +500,29 @@ class SuiteConfig(_Strict):
             out[key] = body
         return out
 
-    @field_validator("schemes", "tasks")
+    @field_validator("schemes", "tasks", "references")
     @classmethod
     def _nonempty_names(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         if not v and info.field_name == "tasks":
             raise ValueError("at least one entry is needed")
         for key in v:
             if not isinstance(key, str) or not key or any(c.isspace() for c in key) or key == BASELINE:
-                raise ValueError(f"{key!r} is not a usable name (non-empty, no spaces, not {BASELINE!r})")
+                raise FieldProblem((key,), f"{key!r} is not a usable name (non-empty, no spaces, not {BASELINE!r})")
         return v
+
+    def reference_run(self, name: str) -> tuple[ModelConfig, EvaluationConfig]:
+        """The reference model ``name`` and the evaluation settings it runs with."""
+        ref = self.references[name]
+        evaluation = self.evaluation
+        if ref.backend_args:
+            evaluation = evaluation.model_copy(update={"backend_args": {**evaluation.backend_args, **ref.backend_args}})
+        return ref.as_model(), evaluation
 
     @model_validator(mode="after")
     def _budgets_name_known(self) -> SuiteConfig:
+        for name in self.references:
+            if name in self.schemes:
+                raise FieldProblem(("references", name), f"{name!r} is also a scheme; a reference model needs its own name")
         for i, b in enumerate(self.budgets):
             if b.efficiency is not None and b.schemes is None and not self.schemes:
                 raise FieldProblem(
@@ -509,10 +543,19 @@ class SuiteConfig(_Strict):
                 )
             names = [b.compare.better, b.compare.worse] if b.compare else list(b.schemes or ())
             for s in names:
-                if s != BASELINE and s not in self.schemes:
+                if s in self.references and not b.compare:
+                    raise FieldProblem(
+                        ("budgets", i, "schemes"),
+                        f"{s!r} is a reference model, not a scheme of {self.model.name!r}; "
+                        f"state a claim about it as a comparison, e.g. compare: \"<scheme> >= {s}\"",
+                    )
+                if s != BASELINE and s not in self.schemes and s not in self.references:
+                    known = ", ".join(sorted(self.schemes))
+                    if b.compare and self.references:
+                        known += f"; reference models: {', '.join(sorted(self.references))}"
                     raise FieldProblem(
                         ("budgets", i, "compare" if b.compare else "schemes"),
-                        f"unknown scheme {s!r}; known: {', '.join(sorted(self.schemes))}",
+                        f"unknown scheme {s!r}; known: {known}",
                     )
             for t in b.tasks or ():
                 if t not in self.tasks:

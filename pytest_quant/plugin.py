@@ -258,15 +258,20 @@ def _slow_build_group(suite: SuiteConfig, check: Check) -> str | None:
 
 
 def _devices_needed(suite: SuiteConfig) -> int:
-    """GPUs one evaluation of the suite occupies: tensor x pipeline parallel size."""
-    args = suite.evaluation.backend_args
-    try:
-        return max(1, int(args.get("tensor_parallel_size", 1)) * int(args.get("pipeline_parallel_size", 1)))
-    except (TypeError, ValueError):
-        raise QuantConfigError(
-            f"evaluation.backend_args: tensor/pipeline_parallel_size must be whole numbers, got "
-            f"{args.get('tensor_parallel_size')!r} x {args.get('pipeline_parallel_size')!r}"
-        ) from None
+    """GPUs one evaluation of the suite occupies: tensor x pipeline parallel size (the largest
+    of the suite model's and its reference models')."""
+    runs = [("evaluation.backend_args", suite.evaluation.backend_args)]
+    runs += [(f"references.{name}.backend_args", suite.reference_run(name)[1].backend_args) for name in suite.references]
+    needed = 1
+    for where, args in runs:
+        try:
+            needed = max(needed, int(args.get("tensor_parallel_size", 1)) * int(args.get("pipeline_parallel_size", 1)))
+        except (TypeError, ValueError):
+            raise QuantConfigError(
+                f"{where}: tensor/pipeline_parallel_size must be whole numbers, got "
+                f"{args.get('tensor_parallel_size')!r} x {args.get('pipeline_parallel_size')!r}"
+            ) from None
+    return needed
 
 
 class QuantSuiteFile(pytest.File):

@@ -277,7 +277,7 @@ class QuantSession:
             ident["backend_libs"] = environment_versions(evaluation)
         key = f"{task.name}-{canonical_hash(ident)}"
 
-        what = f"evaluating {target} on {task.lm_eval_task if task.kind == 'lm_eval' else task.name}" + (
+        what = f"evaluating {model.name if scheme is None else target} on {task.lm_eval_task if task.kind == 'lm_eval' else task.name}" + (
             f" (limit {task.limit})" if task.limit else ""
         )
 
@@ -372,6 +372,9 @@ class QuantSession:
         def result_for(name: str) -> TaskResult:
             if name == BASELINE:
                 return self.baseline(suite.model, task, suite.evaluation, seed=suite.seed)
+            if name in suite.references:  # another model as is: its own stored baseline
+                model, evaluation = suite.reference_run(name)
+                return self.baseline(model, task, evaluation, seed=suite.seed)
             return self.evaluate(suite.model, suite.schemes[name], task, suite.evaluation, seed=suite.seed, source=source)
 
         if budget.compare is not None:
@@ -380,6 +383,7 @@ class QuantSession:
             outcome = judge(
                 reference, candidate, threshold=cmp.margin, mode=mode, confidence=confidence,
                 method=budget.method, ref_label=cmp.worse, cand_label=cmp.better, seed=suite.seed,
+                across_models=cmp.worse in suite.references or cmp.better in suite.references,
             )
             scheme_label = f"{cmp.better} vs {cmp.worse}"
         else:

@@ -181,11 +181,15 @@ def resolve_paths(suite: SuiteConfig, base: Path) -> SuiteConfig:
         path = Path(p).expanduser()
         return str(path if path.is_absolute() else (base / path).resolve())
 
-    model = suite.model
-    if model.path is not None:
-        model = model.model_copy(update={"path": fix(model.path)})
-    elif _looks_like_path(model.name, base):
-        model = model.model_copy(update={"path": fix(model.name)})
+    def fix_model(model):
+        if model.path is not None:
+            return model.model_copy(update={"path": fix(model.path)})
+        if _looks_like_path(model.name, base):
+            return model.model_copy(update={"path": fix(model.name)})
+        return model
+
+    model = fix_model(suite.model)
+    references = {name: fix_model(ref) for name, ref in suite.references.items()}
     schemes = {}
     for name, s in suite.schemes.items():
         update: dict[str, Any] = {}
@@ -198,4 +202,4 @@ def resolve_paths(suite: SuiteConfig, base: Path) -> SuiteConfig:
     for name, t in suite.tasks.items():
         update = {k: fix(getattr(t, k)) for k in ("perplexity", "include_path") if getattr(t, k) is not None}
         tasks[name] = t.model_copy(update=update) if update else t
-    return suite.model_copy(update={"model": model, "schemes": schemes, "tasks": tasks})
+    return suite.model_copy(update={"model": model, "references": references, "schemes": schemes, "tasks": tasks})

@@ -45,8 +45,14 @@ def check_result(result: TaskResult, label: str) -> None:
         raise ResultError(f"{label}: task {result.task!r} has {len(result.item_ids)} item ids for {result.n} scores")
 
 
-def align(reference: TaskResult, candidate: TaskResult, ref_label: str, cand_label: str):
-    """Per-item arrays of both results in the reference's item order (same items or an error)."""
+def align(reference: TaskResult, candidate: TaskResult, ref_label: str, cand_label: str, *, across_models: bool = False):
+    """Per-item arrays of both results in the reference's item order (same items or an error).
+
+    ``across_models``: the two results come from different models, so prompts may differ where
+    the text depends on the model (its chat template). They pair on the same documents
+    (``meta["items_fingerprint"]``) when both results record it; a corpus-perplexity task,
+    whose items are windows of each model's own tokens, pairs only when the tokenizers agree.
+    """
     check_result(reference, ref_label)
     check_result(candidate, cand_label)
     if reference.metric != candidate.metric or reference.aggregation != candidate.aggregation:
@@ -54,7 +60,20 @@ def align(reference: TaskResult, candidate: TaskResult, ref_label: str, cand_lab
             f"{cand_label} reports {candidate.metric!r} ({candidate.aggregation}) but {ref_label} "
             f"reports {reference.metric!r} ({reference.aggregation})"
         )
-    if reference.fingerprint and candidate.fingerprint and reference.fingerprint != candidate.fingerprint:
+    ref_docs, cand_docs = reference.meta.get("items_fingerprint"), candidate.meta.get("items_fingerprint")
+    if across_models and ref_docs and cand_docs:
+        if ref_docs != cand_docs:
+            raise ResultError(
+                f"{cand_label} and {ref_label} were evaluated on different documents for task {reference.task!r} "
+                f"(items fingerprint {cand_docs} != {ref_docs}); a paired comparison needs the same items"
+            )
+    elif across_models and reference.meta.get("windows") is not None and reference.fingerprint != candidate.fingerprint:
+        raise ResultError(
+            f"{cand_label} and {ref_label} cannot be paired on corpus-perplexity task {reference.task!r}: its items "
+            "are windows of each model's own tokens and the two tokenizers differ; compare the models on an lm-eval "
+            "task (e.g. lambada_openai's perplexity, which scores the same words for every tokenizer)"
+        )
+    elif reference.fingerprint and candidate.fingerprint and reference.fingerprint != candidate.fingerprint:
         raise ResultError(
             f"{cand_label} and {ref_label} were evaluated on different items or prompts for task "
             f"{reference.task!r} (fingerprint {candidate.fingerprint} != {reference.fingerprint}); "
@@ -96,9 +115,10 @@ def judge(
     ref_label: str = "baseline",
     cand_label: str = "quantized",
     seed: int = 0,
+    across_models: bool = False,
 ) -> Outcome:
     """Is ``candidate`` within ``threshold`` of ``reference`` (``None`` = no worse at all)?"""
-    ref_s, cand_s, ref_w, cand_w = align(reference, candidate, ref_label, cand_label)
+    ref_s, cand_s, ref_w, cand_w = align(reference, candidate, ref_label, cand_label, across_models=across_models)
     perplexity = reference.aggregation == "perplexity"
     relative = perplexity or (threshold is not None and threshold.kind == "relative")
     deg = paired_degradation(

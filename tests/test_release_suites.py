@@ -14,6 +14,7 @@ def test_release_suites_collect_on_cpu(pytester: pytest.Pytester):
     for name in ("llama31_8b_release", "llama31_70b_release", "llama31_405b_release"):
         assert f"{name}.quant.yaml::" in out
     result.stdout.fnmatch_lines(["*llama31_405b_release.quant.yaml::fp8>=w8a8-sq[[]mmlu_pro]*"])
+    result.stdout.fnmatch_lines(["*llama31_70b_release.quant.yaml::four-bit-70b-beats-bf16-8b[[]gsm8k]*"])
     assert "smollm2_cpu.quant.yaml::" not in out  # the CPU demo is not a gpu suite (its collection warnings may name it)
 
 

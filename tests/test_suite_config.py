@@ -91,3 +91,59 @@ def test_absolute_budget_on_perplexity_is_rejected():
 def test_structural_errors(text):
     with pytest.raises(QuantConfigError, match="s.quant.yaml"):
         load_suite_text(text, "s.quant.yaml")
+
+
+CROSS_MODEL = textwrap.dedent(
+    """\
+    model: {name: meta-llama/Llama-3.1-70B-Instruct, dtype: bfloat16}
+    evaluation: {backend: vllm, backend_args: {tensor_parallel_size: 4, gpu_memory_utilization: 0.9}}
+    references:
+      llama-8b: {name: meta-llama/Llama-3.1-8B-Instruct, dtype: bfloat16, backend_args: {tensor_parallel_size: 1}}
+      smol: ./models/smol
+    schemes:
+      w4a16-gptq: {method: gptq, weights: {bits: 4}}
+    tasks:
+      arc_challenge: {metric: acc_norm}
+    budgets:
+      - {compare: "w4a16-gptq >= llama-8b"}
+      - {compare: "llama-8b <= baseline - 1pp"}
+    """
+)
+
+
+def test_reference_models_expand_to_cross_model_comparisons(tmp_path):
+    from pytest_quant.suite import resolve_paths
+
+    suite, lines = load_suite_text(CROSS_MODEL, "s.quant.yaml")
+    assert [c.name for c in expand_checks(suite, lines)] == [
+        "w4a16-gptq>=llama-8b[arc_challenge]", "baseline>=llama-8b-1pp[arc_challenge]",
+    ]
+    model, evaluation = suite.reference_run("llama-8b")
+    assert (model.name, model.dtype) == ("meta-llama/Llama-3.1-8B-Instruct", "bfloat16")
+    # the reference's backend_args are merged over the suite's: its own parallelism, the rest shared
+    assert evaluation.backend_args == {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.9}
+    assert evaluation.backend == "vllm" and suite.evaluation.backend_args["tensor_parallel_size"] == 4
+    resolved = resolve_paths(suite, tmp_path)
+    assert resolved.references["smol"].path == str(tmp_path / "models" / "smol")
+
+
+@pytest.mark.parametrize(
+    "edit,where,words",
+    [
+        (("w4a16-gptq >= llama-8b", "w4a16-gptq >= llama-7b"), "s.quant.yaml:11: budgets[0].compare",
+         "unknown scheme 'llama-7b'; known: w4a16-gptq; reference models: llama-8b, smol"),
+        (('- {compare: "llama-8b <= baseline - 1pp"}', "- {schemes: [llama-8b], max_drop: 1%}"),
+         "s.quant.yaml:12: budgets[1].schemes", "'llama-8b' is a reference model, not a scheme"),
+        (("  smol: ./models/smol", "  w4a16-gptq: ./models/smol"), "s.quant.yaml:5: references.w4a16-gptq",
+         "also a scheme"),
+        (("  smol: ./models/smol", "  baseline: ./models/smol"), "s.quant.yaml:5: references.baseline", "not a usable name"),
+        (("dtype: bfloat16, backend_args", "dtype: bf16, backend_args"), "s.quant.yaml:4: references.llama-8b.dtype", "'bf16'"),
+    ],
+)
+def test_reference_model_errors_name_the_field(edit, where, words):
+    text = CROSS_MODEL.replace(*edit)
+    assert text != CROSS_MODEL
+    with pytest.raises(QuantConfigError) as exc:
+        load_suite_text(text, "s.quant.yaml")
+    assert str(exc.value).startswith(where), str(exc.value)
+    assert words in str(exc.value)

@@ -378,6 +378,11 @@ def result_from_lm_eval(results: dict[str, Any], task: TaskConfig, *, lm_eval_ve
         }
     )
     meta = {
+        # The documents alone (not the prompts, which a chat template makes model-specific): what
+        # pairs two different models' results in a cross-model comparison.
+        "items_fingerprint": canonical_hash(
+            {"task": name, "limit": task.limit, "filter": filt, "docs": sorted((i, d) for i, d, _ in hashes)}
+        ),
         "lm_eval_version": lm_eval_version,
         "lm_eval_task": name,
         "filter": filt,
