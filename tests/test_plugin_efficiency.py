@@ -68,8 +68,8 @@ def test_impossible_decode_speedup_fails_and_is_cached(pytester: pytest.Pytester
     result = run(pytester, cache_dir, "-k", "decode", f"--quant-report={report}")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*measuring speed and peak memory of w8-rtn (16 prompt + 4 new tokens, cpu) done in *s",
-        "*measuring speed and peak memory of baseline (16 prompt + 4 new tokens, cpu) done in *s",
+        "*measuring speed and peak memory of w8-rtn with hf (16 prompt + 4 new tokens, cpu) done in *s",
+        "*measuring speed and peak memory of baseline with hf (16 prompt + 4 new tokens, cpu) done in *s",
         "*FAIL [[]point] w8-rtn vs baseline: decode speed*",
         "*budget: decode speed >= 50x baseline; *x < 50x*",
         "*measured: hf backend on cpu (float32, * threads), 16 prompt + 4 new tokens, batch 1, fastest of 1 after a warm-up*",
@@ -89,8 +89,10 @@ def test_impossible_decode_speedup_fails_and_is_cached(pytester: pytest.Pytester
         "def pytest_unconfigure(config):\n"
         f"    print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])\n"
     )
-    result = run(pytester, cache_dir, "-k", "decode or mem", "-s")
-    result.assert_outcomes(passed=1, failed=2)
+    # (only the items this test ran cold: under pytest-xdist the module's other tests may have
+    # built their schemes in another worker's cache folder)
+    result = run(pytester, cache_dir, "-k", "decode", "-s")
+    result.assert_outcomes(failed=1)
     assert "measuring speed" not in result.stdout.str() and len(builds(cache_dir, "efficiency")) == 2
     result.stdout.fnmatch_lines(["HEAVY []"])
 

@@ -214,15 +214,17 @@ _PROMPT_TEXT = (
 )
 
 
-def _prompt_ids(tokenizer: Any, n: int) -> list[int]:
-    """A fixed prompt of exactly ``n`` tokens (BOS first when the tokenizer adds one)."""
+def prompt_ids(tokenizer: Any, n: int, shift: int = 0) -> list[int]:
+    """A fixed prompt of exactly ``n`` tokens (BOS first when the tokenizer adds one); ``shift``
+    starts the text that many tokens later (a different prompt of the same length, for engines
+    with a prefix cache)."""
     from pytest_quant.backends.models import adds_bos
 
     bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
     body: list[int] = []
-    while len(body) < n:
+    while len(body) < n + shift:
         body += tokenizer(_PROMPT_TEXT, add_special_tokens=False)["input_ids"]
-    return (bos + body)[:n]
+    return (bos + body[shift:])[:n]
 
 
 def _import_before_measuring(model_dir: str) -> None:
@@ -272,7 +274,7 @@ def _measure(request: dict[str, Any]) -> dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model, tokenizer = load_causal_lm(request["model_dir"], dtype=request.get("dtype"), device=device)
-    ids = torch.tensor([_prompt_ids(tokenizer, p)], device=model.device)
+    ids = torch.tensor([prompt_ids(tokenizer, p)], device=model.device)
     mask = torch.ones_like(ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 

@@ -217,6 +217,10 @@ def evaluate(request: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
     lm = VLLM(**model_args)
     t_load = time.perf_counter() - t1
     shown_args = {k: v for k, v in model_args.items() if k != "pretrained"}
+    if request.get("speed"):
+        speed = measure_speed(lm.model, lm.tokenizer, **request["speed"])
+        speed["meta"].update({"backend": "vllm", "vllm_args": shown_args})
+        return [], [], {"import_s": t_import, "load_s": t_load, "speed": speed}
     results, samples, t_eval = [], [], []
     for task, manager in zip(tasks, managers, strict=True):
         t2 = time.perf_counter()
@@ -226,6 +230,55 @@ def evaluate(request: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
         samples.append(_samples(raw[1]))
         t_eval.append(time.perf_counter() - t2)
     return results, samples, {"import_s": t_import, "load_s": t_load, "evaluate_s": t_eval}
+
+
+def measure_speed(llm: Any, tokenizer: Any, *, prompt_tokens: int, new_tokens: int, repeats: int, device: str) -> dict[str, Any]:
+    """Prefill and decode tokens/s of ``llm`` (a ``vllm.LLM``), batch 1, greedy, best of ``repeats`` after a warm-up.
+
+    The same measurement as the HF backend's (pytest_quant.backends.efficiency): ``prompt_tokens``
+    tokens in, ``new_tokens`` out (end-of-sequence ignored). Prefill time is a one-token generation's;
+    decode time is the full generation's minus it. Every generation gets its own prompt (the fixed
+    text shifted by one token each time) so vLLM's prefix cache cannot serve a prompt it has seen.
+    Peak memory is not measured: vLLM reserves ``gpu_memory_utilization`` of the device up front
+    (and on CPU its engine runs in another process).
+    """
+    from vllm import SamplingParams
+
+    from pytest_quant.backends.efficiency import prompt_ids
+
+    prompts = (prompt_ids(tokenizer, prompt_tokens, shift) for shift in range(2 * repeats + 2))
+
+    def generate(max_tokens: int) -> float:
+        params = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        t0 = time.perf_counter()
+        out = llm.generate([{"prompt_token_ids": next(prompts)}], params, use_tqdm=False)
+        elapsed = time.perf_counter() - t0
+        got = len(out[0].outputs[0].token_ids)
+        if got != max_tokens:
+            raise RuntimeError(f"vLLM generated {got} tokens, not {max_tokens}")
+        return elapsed
+
+    def run() -> tuple[float, float]:
+        first = generate(1)
+        return first, max(generate(new_tokens) - first, 1e-9)
+
+    run()  # warm-up: kernels, allocator, the engine's first step
+    runs = [run() for _ in range(repeats)]
+    prefill, decode = min(r[0] for r in runs), min(r[1] for r in runs)
+    return {
+        "prefill_tokens_per_s": prompt_tokens / prefill,
+        "decode_tokens_per_s": (new_tokens - 1) / decode,
+        "peak_memory_bytes": 0,
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "repeats": repeats,
+        "device": device,
+        "meta": {
+            "peak_memory": "not measured by the vLLM backend (it reserves gpu_memory_utilization of the device up front)",
+            "prefill_seconds": [r[0] for r in runs],
+            "decode_seconds": [r[1] for r in runs],
+        },
+    }
 
 
 def _run_task(
@@ -259,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     output = request["output"]
     try:
         results, samples, timings = evaluate(request)
+        if "speed" in timings:  # a speed measurement, not an evaluation
+            _write(output, {"speed": timings.pop("speed"), "versions": environment_versions(), "timings": timings})
+            return 0
     except QuantConfigError as exc:
         _write(output, {"error": {"kind": "config", "message": exc.detail, "field": exc.field}})
         return 2

