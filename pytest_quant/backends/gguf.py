@@ -25,7 +25,6 @@ import contextlib
 import copy
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -59,24 +58,9 @@ def find_embedded_gguf() -> Path:
 
 def _package_file(package: str, filename: str, pip_command: str) -> Path:
     """``filename`` inside the installed top-level ``package``, found without importing it."""
-    try:
-        # For a top-level name find_spec only searches sys.path; nothing is executed.
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise QuantConfigError(
-            f"the embedded default model needs the {package!r} package, which is not installed; "
-            f"install it with: {pip_command}"
-        )
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / filename
-        if candidate.is_file():
-            return candidate
-    raise QuantConfigError(
-        f"package {package!r} is installed at {list(spec.submodule_search_locations)} but has no {filename!r}; "
-        f"reinstall it with: {pip_command}"
-    )
+    from pytest_quant.backends.wheels import package_path
+
+    return package_path(package, filename, pip_command, needed_by="the embedded default model")
 
 
 def file_sha256(path: Path) -> str:
