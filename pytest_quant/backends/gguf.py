@@ -26,9 +26,6 @@ import copy
 import functools
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,16 +237,6 @@ def is_converted(folder: Path) -> bool:
         return False
 
 
-def _share(folder: Path) -> None:
-    """Give ``folder`` (a 0700 ``mkdtemp``) and its files the modes the umask allows, like ``mkdir`` would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for path in folder.iterdir():
-        if path.is_file():
-            os.chmod(path, 0o666 & ~umask)
-
-
 def embedded_default(cache_dir: Path) -> Path:
     """The embedded SmolLM2-135M-Instruct as an HF folder under ``cache_dir``, converted once.
 
@@ -259,25 +246,8 @@ def embedded_default(cache_dir: Path) -> Path:
     lock, so concurrent pytest-xdist workers convert once and nobody sees a
     half-written folder.
     """
-    from filelock import FileLock
+    from pytest_quant.backends.models import build_once
 
     gguf_path = find_embedded_gguf()
-    digest = file_sha256(gguf_path)
-    models = Path(cache_dir) / "models"
-    target = models / f"{EMBEDDED_SLUG}-{digest[:12]}"
-    if is_converted(target):
-        return target
-    models.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if is_converted(target):
-            return target
-        if target.exists():  # left by hand or by an older layout: never trusted
-            shutil.rmtree(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=models))
-        try:
-            convert_gguf(gguf_path, tmp)
-            _share(tmp)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    target = Path(cache_dir) / "models" / f"{EMBEDDED_SLUG}-{file_sha256(gguf_path)[:12]}"
+    return build_once(target, lambda out: convert_gguf(gguf_path, out), done=is_converted)

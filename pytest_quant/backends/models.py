@@ -207,10 +207,10 @@ def build_tiny_llama(
 
 def tiny_llama_test(cache_dir: Path) -> Path:
     """The registered ``tiny-llama-test``: :func:`build_tiny_llama` defaults, built once per cache."""
-    return _build_once(Path(cache_dir) / "models" / f"tiny-llama-test-v{TINY_LLAMA_VERSION}", build_tiny_llama)
+    return build_once(Path(cache_dir) / "models" / f"tiny-llama-test-v{TINY_LLAMA_VERSION}", build_tiny_llama)
 
 
-def _build_once(target: Path, build: Callable[[Path], Any], done: Callable[[Path], bool] | None = None) -> Path:
+def build_once(target: Path, build: Callable[[Path], Any], done: Callable[[Path], bool] | None = None) -> Path:
     """Build ``target`` with ``build(tmp)`` once, safely across processes (lock + rename).
 
     ``done(target)`` says whether a folder already there is complete and current (default: it
@@ -227,9 +227,13 @@ def _build_once(target: Path, build: Callable[[Path], Any], done: Callable[[Path
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
         try:
             build(tmp)
+            # mkdtemp makes it 0700: give it, and the files directly in it, the modes mkdir/open would
             umask = os.umask(0)
             os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; give it mkdir's modes
+            os.chmod(tmp, 0o777 & ~umask)
+            for path in tmp.iterdir():
+                if path.is_file():
+                    os.chmod(path, 0o666 & ~umask)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -378,7 +382,7 @@ def _resolve_gguf(model: ModelConfig, cache_dir: Path) -> Path:
 
     from pytest_quant.backends.gguf import convert_gguf, is_converted
 
-    return _build_once(target, lambda out: convert_gguf(gguf_path, out), done=is_converted)
+    return build_once(target, lambda out: convert_gguf(gguf_path, out), done=is_converted)
 
 
 # ---------------------------------------------------------------------------
