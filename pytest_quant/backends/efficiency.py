@@ -34,6 +34,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,28 @@ def prompt_ids(tokenizer: Any, n: int, shift: int = 0) -> list[int]:
     return (bos + body[shift:])[:n]
 
 
+def best_of_runs(
+    run: Callable[[], tuple[float, float]], *, prompt_tokens: int, new_tokens: int, repeats: int, device: str
+) -> dict[str, Any]:
+    """The speed measurement both backends make: ``run()`` generates ``new_tokens`` after a
+    ``prompt_tokens`` prompt, batch 1, and returns (prefill seconds, seconds for the other
+    ``new_tokens - 1`` tokens). One warm-up run, then the fastest of ``repeats``. Peak memory is
+    left at 0 for the caller to fill in where it measures it."""
+    run()  # warm-up: allocator, kernels, caches, an engine's first step
+    runs = [run() for _ in range(repeats)]
+    prefill, decode = min(r[0] for r in runs), min(r[1] for r in runs)
+    return {
+        "prefill_tokens_per_s": prompt_tokens / prefill if prefill > 0 else math.inf,
+        "decode_tokens_per_s": (new_tokens - 1) / decode if decode > 0 else math.inf,
+        "peak_memory_bytes": 0,
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "repeats": repeats,
+        "device": device,
+        "meta": {"prefill_seconds": [r[0] for r in runs], "decode_seconds": [r[1] for r in runs]},
+    }
+
+
 def _import_before_measuring(model_dir: str) -> None:
     """Import what loading and generating import lazily (hundreds of MiB of modules), so the
     peak memory counts the model, not transformers' code."""
@@ -290,31 +313,20 @@ def _measure(request: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"generate returned {out.shape[1] - ids.shape[1]} new tokens, not {n}")
         return clock.times[1] - clock.times[0], clock.times[n] - clock.times[1]
 
-    run()  # warm-up: allocator, kernels, caches
-    runs = [run() for _ in range(int(request["repeats"]))]
-    prefill, decode = min(r[0] for r in runs), min(r[1] for r in runs)
+    speed = best_of_runs(run, prompt_tokens=p, new_tokens=n, repeats=int(request["repeats"]), device=device)
     if cuda:
         peak, how = int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated"
     else:
         peak = max(0, _peak_rss_bytes() - before)
         how = "resident-set high-water mark above the size before loading" + ("" if reset else " (not reset: includes imports)")
-    return {
-        "prefill_tokens_per_s": p / prefill if prefill > 0 else math.inf,
-        "decode_tokens_per_s": (n - 1) / decode if decode > 0 else math.inf,
-        "peak_memory_bytes": peak,
-        "prompt_tokens": p,
-        "new_tokens": n,
-        "repeats": int(request["repeats"]),
-        "device": device,
-        "meta": {
-            "peak_memory": how,
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads(),
-            "prefill_seconds": [r[0] for r in runs],
-            "decode_seconds": [r[1] for r in runs],
-            "torch_version": torch.__version__,
-        },
-    }
+    speed["peak_memory_bytes"] = peak
+    speed["meta"].update({
+        "peak_memory": how,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+    })
+    return speed
 
 
 def _main(argv: list[str]) -> int:

@@ -244,7 +244,7 @@ def measure_speed(llm: Any, tokenizer: Any, *, prompt_tokens: int, new_tokens: i
     """
     from vllm import SamplingParams
 
-    from pytest_quant.backends.efficiency import prompt_ids
+    from pytest_quant.backends.efficiency import best_of_runs, prompt_ids
 
     prompts = (prompt_ids(tokenizer, prompt_tokens, shift) for shift in range(2 * repeats + 2))
 
@@ -262,23 +262,11 @@ def measure_speed(llm: Any, tokenizer: Any, *, prompt_tokens: int, new_tokens: i
         first = generate(1)
         return first, max(generate(new_tokens) - first, 1e-9)
 
-    run()  # warm-up: kernels, allocator, the engine's first step
-    runs = [run() for _ in range(repeats)]
-    prefill, decode = min(r[0] for r in runs), min(r[1] for r in runs)
-    return {
-        "prefill_tokens_per_s": prompt_tokens / prefill,
-        "decode_tokens_per_s": (new_tokens - 1) / decode,
-        "peak_memory_bytes": 0,
-        "prompt_tokens": prompt_tokens,
-        "new_tokens": new_tokens,
-        "repeats": repeats,
-        "device": device,
-        "meta": {
-            "peak_memory": "not measured by the vLLM backend (it reserves gpu_memory_utilization of the device up front)",
-            "prefill_seconds": [r[0] for r in runs],
-            "decode_seconds": [r[1] for r in runs],
-        },
-    }
+    speed = best_of_runs(run, prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats, device=device)
+    speed["meta"]["peak_memory"] = (
+        "not measured by the vLLM backend (it reserves gpu_memory_utilization of the device up front)"
+    )
+    return speed
 
 
 def _run_task(
