@@ -39,8 +39,15 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/autoawq.txt M
 # PYTEST_QUANT_REQUIRE_STACK: a skip for a missing library is a failure here.
 # PYTEST_QUANT_REQUIRE_VLLM: the vLLM backend is tested for real, in .venv-vllm (built
 # first when missing or stale); a missing vLLM environment is a failure, not a skip.
-test: $(STAMP) $(VLLM_STAMP)
+test: $(STAMP) $(VLLM_STAMP) lint
 	PYTEST_QUANT_REQUIRE_STACK=1 PYTEST_QUANT_REQUIRE_VLLM=1 $(BIN)/python -m pytest -n $(WORKERS) -p no:cacheprovider -rfEs tests
+
+# Lint, format and type checks of the package (configuration in pyproject.toml); part of `make test`.
+.PHONY: lint
+lint: $(STAMP)
+	$(BIN)/ruff check pytest_quant
+	$(BIN)/ruff format --check pytest_quant
+	$(BIN)/mypy
 
 # The embedded CPU suite (README "The demo"): SmolLM2-135M-Instruct, six schemes, four tasks,
 # judged against baselines/smollm2-135m-instruct.json. Reports land in reports/.

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from pytest_quant.baseline import BaselineStore
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.evaluation import evaluate
     from pytest_quant.suite import load_suite, resolve_paths
 
     suite = resolve_paths(load_suite(SUITE)[0], SUITE.parent)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-calibration-"))
     shared = work / "shared"  # the converted model and RTN, built once
     session = QuantSession(Options(baseline_dir=ROOT / "baselines", cache_dir=shared))
-    rtn = session.evaluate(suite.model, suite.schemes["w4a16-rtn"], task, suite.evaluation, seed=suite.seed).value
+    rtn = evaluate(session, suite.model, suite.schemes["w4a16-rtn"], task, suite.evaluation, seed=suite.seed).value
     print(f"model {suite.model.name}, task {task.name} ({task.lm_eval_task}, limit {task.limit}), torch threads {args.threads}, "
           f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"baseline {base:.3f}   w4a16-rtn {rtn:.3f} ({rtn / base:.3f}x)")

@@ -191,6 +191,7 @@ def _fresh_cache(cache: Path, workdir: Path) -> Path:
 def overhead(cache: Path, scheme: str, task: str, reps: int, workdir: Path) -> dict[str, object]:
     """Plugin vs direct lm-eval on one (scheme, task) of the suite, at the suite's limit, alternated."""
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.evaluation import evaluate
     from pytest_quant.suite import load_suite, resolve_paths
 
     suite = resolve_paths(load_suite(SUITE)[0], SUITE.parent)
@@ -208,7 +209,7 @@ def overhead(cache: Path, scheme: str, task: str, reps: int, workdir: Path) -> d
     for i in range(reps + 1):
         session = QuantSession(Options(baseline_dir=ROOT / "baselines", cache_dir=_fresh_cache(cache, workdir)))
         start = time.perf_counter()
-        res = session.evaluate(suite.model, suite.schemes[scheme], t, suite.evaluation, seed=suite.seed)
+        res = evaluate(session, suite.model, suite.schemes[scheme], t, suite.evaluation, seed=suite.seed)
         p = time.perf_counter() - start
         start = time.perf_counter()
         out = direct(str(folder), t.lm_eval_task, t.limit, t.num_fewshot, batch)  # type: ignore[operator]

@@ -108,15 +108,16 @@ def main() -> int:
     hf_eval, hf_results = [], []
     for task in tasks:
         start = time.perf_counter()
-        result = hf.evaluate(model, task, EvaluationConfig(dtype=args.dtype))
+        result, raw = hf.evaluate_with_samples(model, task, EvaluationConfig(dtype=args.dtype))
         hf_eval.append(time.perf_counter() - start)
-        hf_results.append((result, _responses(hf.last_results["samples"])))
+        hf_results.append((result, _responses(raw["samples"])))
 
     vllm = get_evaluator("vllm")
     start = time.perf_counter()
-    vllm_results = vllm.evaluate_many(model, tasks, EvaluationConfig(backend="vllm", dtype=args.dtype))
+    evaluation = vllm.evaluate_with_samples(model, tasks, EvaluationConfig(backend="vllm", dtype=args.dtype))
+    vllm_results = evaluation.results
     wall = time.perf_counter() - start
-    t = vllm.last_timings or {}
+    t = evaluation.timings
     v_eval = t.get("evaluate_s", [0.0] * len(tasks))
     startup = wall - t.get("load_s", 0) - sum(v_eval)
 
@@ -129,7 +130,7 @@ def main() -> int:
     print(f"{'total':<30}{hf_import + hf_load + sum(hf_eval):>18.1f}{wall:>12.1f}")
 
     print("\nagreement (vLLM vs HF)")
-    for (want, want_resps), got, samples in zip(hf_results, vllm_results, vllm.last_samples, strict=True):
+    for (want, want_resps), got, samples in zip(hf_results, vllm_results, evaluation.samples, strict=True):
         resps = _responses(samples)
         lls = [abs(float(a) - float(b)) for k in want_resps for a, b in zip(resps[k], want_resps[k]) if not isinstance(b, str)]
         texts = [(a, b) for k in want_resps for a, b in zip(resps[k], want_resps[k]) if isinstance(b, str)]
@@ -143,12 +144,12 @@ def main() -> int:
         )
     print(f"\nvLLM arguments: {vllm_results[0].meta.get('vllm_args')}")
     if args.speed:
-        from pytest_quant.backends.efficiency import measure_runtime
+        from pytest_quant.config import EfficiencyConfig
 
         prompt, new = (int(x) for x in args.speed.split(":"))
-        hf_rt = measure_runtime(model, device="cpu", dtype=args.dtype, prompt_tokens=prompt, new_tokens=new, repeats=args.repeats)
-        v_rt = vllm.measure_runtime(model, EvaluationConfig(backend="vllm", dtype=args.dtype), prompt_tokens=prompt,
-                                    new_tokens=new, repeats=args.repeats)
+        settings = EfficiencyConfig(prompt_tokens=prompt, new_tokens=new, repeats=args.repeats)
+        hf_rt = hf.measure_runtime(model, EvaluationConfig(dtype=args.dtype), settings)
+        v_rt = vllm.measure_runtime(model, EvaluationConfig(backend="vllm", dtype=args.dtype), settings)
         print(f"\nspeed, {prompt} prompt + {new} new tokens, batch 1, best of {args.repeats} after a warm-up")
         print(f"{'tokens/s':<30}{'HF (transformers)':>18}{'vLLM-CPU':>12}")
         print(f"{'prefill':<30}{hf_rt.prefill_tokens_per_s:>18.1f}{v_rt.prefill_tokens_per_s:>12.1f}")

@@ -8,19 +8,29 @@ import tempfile
 from pathlib import Path
 
 
-def _file_mode() -> int:
-    """What ``open()`` would give a new file (0666 less the umask); mkstemp's own 0600 would hide
-    baselines and reports from the rest of a team. Linux reports the umask without changing it
-    (thread-safe); elsewhere it is set and restored."""
+def umask() -> int:
+    """The process's umask. Linux reports it without changing it (thread-safe); elsewhere it is
+    set and restored."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
+                return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+def file_mode() -> int:
+    """What ``open()`` would give a new file (0666 less the umask); mkstemp's own 0600 would hide
+    baselines, reports and cached models from the rest of a team."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """What ``mkdir`` would give a new folder (0777 less the umask); mkdtemp's own is 0700."""
+    return 0o777 & ~umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -32,7 +42,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fchmod(fh.fileno(), _file_mode())
+            os.fchmod(fh.fileno(), file_mode())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

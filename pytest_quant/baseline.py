@@ -24,9 +24,10 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pytest_quant.atomic import atomic_write_text
 from pytest_quant.errors import BaselineError, PytestQuantWarning
@@ -93,9 +94,14 @@ class BaselineStore:
                 f"or re-record it with `{self.update_hint}`."
             ) from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise BaselineError(f"{path}: not a pytest-quant baseline (field 'format' is {doc.get('format') if isinstance(doc, dict) else doc!r})")
+            raise BaselineError(
+                f"{path}: not a pytest-quant baseline "
+                f"(field 'format' is {doc.get('format') if isinstance(doc, dict) else doc!r})"
+            )
         if doc.get("version") != VERSION:
-            raise BaselineError(f"{path}: baseline format version {doc.get('version')!r}; this pytest-quant reads {VERSION}")
+            raise BaselineError(
+                f"{path}: baseline format version {doc.get('version')!r}; this pytest-quant reads {VERSION}"
+            )
         if doc.get("checksum") != _checksum(doc):
             raise BaselineError(
                 f"{path}: baseline checksum mismatch: the file was edited by hand or truncated. "
@@ -118,8 +124,7 @@ class BaselineStore:
         if raw is None:
             known = ", ".join(sorted(doc["tasks"])) or "none"
             raise BaselineError(
-                f"{path}: no baseline for task {task!r} (recorded: {known}).\n"
-                f"Record it with:\n    {self.update_hint}"
+                f"{path}: no baseline for task {task!r} (recorded: {known}).\nRecord it with:\n    {self.update_hint}"
             )
         try:
             entry = BaselineEntry(
@@ -132,13 +137,15 @@ class BaselineStore:
             raise BaselineError(f"{path}: task {task!r} entry is malformed ({type(exc).__name__}: {exc})") from None
         _validate_result(entry.result, path, task)
         if expect is not None:
-            self._check_fresh(path, task, entry, expect)
+            self._validate_fresh(path, task, entry, expect)
         return entry
 
-    def _check_fresh(self, path: Path, task: str, entry: BaselineEntry, expect: Expectation) -> None:
+    def _validate_fresh(self, path: Path, task: str, entry: BaselineEntry, expect: Expectation) -> None:
         diffs = []
         if entry.model_fingerprint != expect.model_fingerprint:
-            diffs.append(f"  model fingerprint: {entry.model_fingerprint} (baseline) != {expect.model_fingerprint} (now)")
+            diffs.append(
+                f"  model fingerprint: {entry.model_fingerprint} (baseline) != {expect.model_fingerprint} (now)"
+            )
         keys = sorted(set(entry.task_config) | set(expect.task_config))
         for k in keys:
             a, b = entry.task_config.get(k), expect.task_config.get(k)
@@ -146,13 +153,21 @@ class BaselineStore:
                 diffs.append(f"  task.{k}: {a!r} (baseline) != {b!r} (suite)")
         if diffs:
             raise BaselineError(
-                f"{path}: stale baseline for task {task!r}:\n" + "\n".join(diffs) + f"\nRe-record it with:\n    {self.update_hint}"
+                f"{path}: stale baseline for task {task!r}:\n"
+                + "\n".join(diffs)
+                + f"\nRe-record it with:\n    {self.update_hint}"
             )
         recorded = entry.provenance.get("versions") or {}
-        drift = [f"{k} {recorded.get(k)} -> {v}" for k, v in sorted(expect.versions.items()) if recorded.get(k) not in (None, v)]
+        drift = [
+            f"{k} {recorded.get(k)} -> {v}"
+            for k, v in sorted(expect.versions.items())
+            if recorded.get(k) not in (None, v)
+        ]
         if drift:
             warnings.warn(
-                PytestQuantWarning(f"{path}: baseline for {task!r} was recorded with other library versions ({'; '.join(drift)})"),
+                PytestQuantWarning(
+                    f"{path}: baseline for {task!r} was recorded with other library versions ({'; '.join(drift)})"
+                ),
                 stacklevel=2,
             )
 
@@ -165,7 +180,7 @@ class BaselineStore:
         with FileLock(str(path) + ".lock", timeout=600):
             yield
 
-    def record(
+    def write(
         self,
         model_name: str,
         model_fingerprint: str,

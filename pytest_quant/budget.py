@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["relative", "absolute"]
+# How a budget is decided (README "Decision modes"): the estimate, or a one-sided bound.
+Mode = Literal["point", "alarm", "gate"]
+MODES: tuple[Mode, ...] = ("point", "alarm", "gate")
 
 _THRESHOLD = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|pp)\s*$")
 
@@ -178,8 +181,16 @@ def parse_value_floor(spec: object) -> ValueFloor:
 _RATIO = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*[xX]\s*$")
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$")
 _SIZE_UNITS = {
-    "B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+    "B": 1,
+    "kB": 10**3,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
 }
 
 
@@ -200,7 +211,9 @@ def parse_ratio(text: object, what: str = "a ratio") -> Ratio:
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise ValueError(f"expected {what} such as '1.0x', got {text!r}")
     if isinstance(text, (int, float)) or re.fullmatch(r"\s*[-+]?[0-9]*\.?[0-9]+\s*", text):
-        raise ValueError(f"write {what} with an 'x', such as '{str(text).strip()}x' (a factor of the baseline's number)")
+        raise ValueError(
+            f"write {what} with an 'x', such as '{str(text).strip()}x' (a factor of the baseline's number)"
+        )
     m = _RATIO.match(text)
     if not m:
         raise ValueError(f"{text!r} is not {what}: write a factor of the baseline's number such as '1.0x'")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pytest_quant.budget import (
     Comparison,
     MemoryLimit,
+    Mode,
     Ratio,
     Threshold,
     ValueFloor,
@@ -27,14 +28,14 @@ from pytest_quant.budget import (
     parse_value_floor,
     recovery_to_threshold,
 )
+from pytest_quant.errors import QuantConfigError
 
 Method = Literal["rtn", "gptq", "awq", "smoothquant", "fp8"]
-Mode = Literal["point", "alarm", "gate"]
 StatMethod = Literal["auto", "score", "bootstrap", "exact"]
 METHODS: tuple[str, ...] = ("rtn", "gptq", "awq", "smoothquant", "fp8")
-MODES: tuple[str, ...] = ("point", "alarm", "gate")
 
 BASELINE = "baseline"  # the reserved scheme name of the unquantized model in comparisons
+EVALUATION_BACKENDS: tuple[str, ...] = ("hf", "vllm")  # what evaluation.backend (and --quant-backend) may name
 
 
 class FieldProblem(ValueError):
@@ -103,7 +104,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "smoothing_strength": 0.8,
         "backend": "llmcompressor",
     },
-    "fp8": {"weights": {"type": "float", "bits": 8}, "activations": {"type": "float", "dynamic": True}, "backend": "llmcompressor"},
+    "fp8": {
+        "weights": {"type": "float", "bits": 8},
+        "activations": {"type": "float", "dynamic": True},
+        "backend": "llmcompressor",
+    },
 }
 BACKENDS_BY_METHOD: dict[str, tuple[str, ...]] = {
     "rtn": ("reference", "llmcompressor"),
@@ -157,12 +162,16 @@ class SchemeConfig(_Strict):
         if (self.method is None) == (self.checkpoint is None):
             raise ValueError("a scheme needs exactly one of 'method' (quantize here) or 'checkpoint' (load as is)")
         if self.checkpoint is not None:
-            extra = [k for k in ("backend", "weights", "activations", "calibration", "smoothing_strength") if getattr(self, k) is not None]
+            extra = [
+                k
+                for k in ("backend", "weights", "activations", "calibration", "smoothing_strength")
+                if getattr(self, k) is not None
+            ]
             if extra:
                 raise ValueError(f"a checkpoint scheme is loaded as is; remove {', '.join(extra)}")
             return self
         m = self.method
-        assert self.weights is not None
+        assert m is not None and self.weights is not None
         allowed = BACKENDS_BY_METHOD[m]
         if self.backend not in allowed:
             raise ValueError(f"method {m!r} has no backend {self.backend!r}; choose one of {', '.join(allowed)}")
@@ -210,6 +219,11 @@ class SchemeConfig(_Strict):
                 ("weights", "symmetric"),
                 "backend 'autoawq' stores a zero point per group (asymmetric); set symmetric: false (got true)",
             )
+
+    @property
+    def quantizer(self) -> str:
+        """The registered quantizer that produces this scheme's model folder (``pytest_quant.backends``)."""
+        return "checkpoint" if self.checkpoint is not None else (self.backend or "llmcompressor")
 
     @property
     def group_size(self) -> int | None:
@@ -261,7 +275,9 @@ class TaskConfig(_Strict):
                 if getattr(self, key) is not None:
                     raise ValueError(f"a perplexity task reads its corpus only; remove {key!r}")
             if self.metric not in (None, "perplexity", "word_perplexity", "bits_per_byte"):
-                raise ValueError(f"perplexity tasks report 'perplexity', 'word_perplexity' or 'bits_per_byte', not {self.metric!r}")
+                raise ValueError(
+                    f"perplexity tasks report 'perplexity', 'word_perplexity' or 'bits_per_byte', not {self.metric!r}"
+                )
         return self
 
     @property
@@ -325,7 +341,7 @@ class BudgetConfig(_Strict):
     @field_validator(*_CLAIM_PARSERS, mode="before")
     @classmethod
     def _parse_claim(cls, v: Any, info: ValidationInfo) -> Any:
-        return None if v is None else _CLAIM_PARSERS[info.field_name](v)
+        return None if v is None else _CLAIM_PARSERS[str(info.field_name)](v)
 
     @field_validator("schemes", "tasks", mode="before")
     @classmethod
@@ -510,7 +526,9 @@ class SuiteConfig(_Strict):
     def _budgets_name_known(self) -> SuiteConfig:
         for name in self.references:
             if name in self.schemes:
-                raise FieldProblem(("references", name), f"{name!r} is also a scheme; a reference model needs its own name")
+                raise FieldProblem(
+                    ("references", name), f"{name!r} is also a scheme; a reference model needs its own name"
+                )
         for i, b in enumerate(self.budgets):
             if b.efficiency is not None and b.schemes is None and not self.schemes:
                 raise FieldProblem(
@@ -521,7 +539,8 @@ class SuiteConfig(_Strict):
             if b.efficiency is not None and BASELINE in (b.schemes or ()) and not (b.max_memory and b.max_memory.size):
                 raise FieldProblem(
                     ("budgets", i, "schemes"),
-                    f"{BASELINE!r} would be compared with itself; a size such as '4GiB' (max_memory) can judge it as is",
+                    f"{BASELINE!r} would be compared with itself; a size such as '4GiB' (max_memory) "
+                    "can judge it as is",
                 )
             if b.compare is None and b.schemes is None and not self.schemes:
                 raise FieldProblem(
@@ -535,7 +554,7 @@ class SuiteConfig(_Strict):
                     raise FieldProblem(
                         ("budgets", i, "schemes"),
                         f"{s!r} is a reference model, not a scheme of {self.model.name!r}; "
-                        f"state a claim about it as a comparison, e.g. compare: \"<scheme> >= {s}\"",
+                        f'state a claim about it as a comparison, e.g. compare: "<scheme> >= {s}"',
                     )
                 if s != BASELINE and s not in self.schemes and s not in self.references:
                     known = ", ".join(sorted(self.schemes))
@@ -547,7 +566,9 @@ class SuiteConfig(_Strict):
                     )
             for t in b.tasks or ():
                 if t not in self.tasks:
-                    raise FieldProblem(("budgets", i, "tasks"), f"unknown task {t!r}; known: {', '.join(sorted(self.tasks))}")
+                    raise FieldProblem(
+                        ("budgets", i, "tasks"), f"unknown task {t!r}; known: {', '.join(sorted(self.tasks))}"
+                    )
             if b.threshold is not None and b.threshold.kind == "absolute":
                 for t in b.tasks or tuple(self.tasks):
                     if self.tasks[t].kind == "perplexity":
@@ -560,7 +581,8 @@ class SuiteConfig(_Strict):
                     if self.tasks[t].kind == "perplexity":
                         raise FieldProblem(
                             ("budgets", i, "min_value"),
-                            f"perplexity task {t!r} is lower-is-better; a min_value floor needs a higher-is-better metric",
+                            f"perplexity task {t!r} is lower-is-better; a min_value floor needs a "
+                            "higher-is-better metric",
                         )
         return self
 
@@ -569,3 +591,41 @@ def canonical_hash(payload: Any, length: int = 16) -> str:
     """A stable short hash of JSON-able data (sorted keys)."""
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+# -- what the Python fixtures accept: a name, a mapping, or the model itself ----------------------
+def as_model(model: str | dict[str, Any] | ModelConfig) -> ModelConfig:
+    """A ModelConfig from a name (``"tiny-llama-test"``, a folder, a hub id), a mapping, or itself."""
+    if isinstance(model, ModelConfig):
+        return model
+    return ModelConfig.model_validate({"name": model} if isinstance(model, str) else model)
+
+
+def as_scheme(scheme: dict[str, Any] | SchemeConfig | None) -> SchemeConfig | None:
+    """A SchemeConfig from a mapping (named after its method when it has no name), itself, or None."""
+    if scheme is None or isinstance(scheme, SchemeConfig):
+        return scheme
+    data = dict(scheme)
+    data.setdefault("name", data.get("method") or "checkpoint")
+    try:
+        return SchemeConfig.model_validate(data)
+    except ValueError as exc:
+        raise QuantConfigError(str(exc), field="scheme") from None
+
+
+def as_task(task: str | dict[str, Any] | TaskConfig) -> TaskConfig:
+    """A TaskConfig from an lm-eval task name, a mapping, or itself."""
+    if isinstance(task, TaskConfig):
+        return task
+    data = {"name": task} if isinstance(task, str) else dict(task)
+    try:
+        return TaskConfig.model_validate(data)
+    except ValueError as exc:
+        raise QuantConfigError(str(exc), field="task") from None
+
+
+def as_evaluation(evaluation: dict[str, Any] | EvaluationConfig | None) -> EvaluationConfig:
+    """An EvaluationConfig from a mapping, itself, or None (the defaults)."""
+    if isinstance(evaluation, EvaluationConfig):
+        return evaluation
+    return EvaluationConfig.model_validate(evaluation or {})

@@ -1,4 +1,8 @@
-"""Error and warning types shared by every layer."""
+"""Every error and warning type of pytest-quant, for every layer.
+
+Users meet these as a failing item's message (the explained ones, without a traceback), a
+collection error, a skip reason or a warning; engines raise them, never pytest's own types.
+"""
 
 from __future__ import annotations
 
@@ -27,12 +31,23 @@ class BaselineError(RuntimeError):
     """A baseline is missing, corrupt or stale."""
 
 
-class EvaluationError(RuntimeError):
-    """An evaluation backend failed outside this process (a worker crashed or timed out).
+class BudgetExceeded(AssertionError):
+    """A budget's claim does not hold (the test item fails with this explanation)."""
 
-    The message explains itself: which task on which model folder, the backend's own
-    error, where its full log is kept and that log's last lines. A suite item shows it
-    as its failure, without a traceback (the plugin's explained errors).
+
+class ResultError(AssertionError):
+    """A result cannot be judged (different items, NaN metrics, empty); never a pass."""
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation backend failed outside this process (a worker crashed or timed out)."""
+
+
+class WorkerError(EvaluationError):
+    """A worker subprocess (the vLLM evaluation, a speed measurement) failed, was killed or timed out.
+
+    The message explains itself: what ran on which model folder, the worker's own error,
+    where its full log is kept and that log's last lines (:mod:`pytest_quant.backends.worker`).
     """
 
 
@@ -48,5 +63,21 @@ class BackendUnavailable(RuntimeError):
     """
 
 
+class KernelUnavailable(BackendUnavailable):
+    """The evaluation engine has no kernel for this checkpoint on this device (vLLM-CPU and W8A16,
+    say). The message is the reason; the plugin decides whether that may skip (see ``items``)."""
+
+
 class PytestQuantWarning(UserWarning):
     """Something worth a look that does not invalidate a verdict."""
+
+
+# Errors that mean "this item cannot pass" and explain themselves without a traceback.
+EXPLAINED: tuple[type[BaseException], ...] = (
+    BudgetExceeded,
+    ResultError,
+    BaselineError,
+    QuantConfigError,
+    QuantOutOfMemoryError,
+    EvaluationError,
+)

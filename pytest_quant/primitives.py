@@ -62,12 +62,12 @@ CODE_DTYPE = torch.int32
 # --------------------------------------------------------------------------- integer
 
 
-def _check_bits(bits: int) -> None:
+def _validate_bits(bits: int) -> None:
     if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"bits must be an int in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
 
 
-def _check_group_size(w: torch.Tensor, group_size: int | None) -> None:
+def _validate_group_size(w: torch.Tensor, group_size: int | None) -> None:
     if group_size is None:
         return
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
@@ -80,7 +80,7 @@ def _check_group_size(w: torch.Tensor, group_size: int | None) -> None:
         )
 
 
-def _check_integer(name: str, t: torch.Tensor) -> None:
+def _validate_integer(name: str, t: torch.Tensor) -> None:
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got dtype {t.dtype}")
 
@@ -91,7 +91,7 @@ def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
     Symmetric: signed ``[-2^(b-1), 2^(b-1) - 1]`` (compressed-tensors, GPTQ "sym").
     Asymmetric: unsigned ``[0, 2^b - 1]`` (zero point carries the offset).
     """
-    _check_bits(bits)
+    _validate_bits(bits)
     if symmetric:
         return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return 0, (1 << bits) - 1
@@ -142,8 +142,8 @@ def compute_qparams(
     ``round(-min / scale)`` inside ``[0, 2^b - 1]``. A zero scale becomes float32
     eps. Returns ``(scale float32, zero_point int32)``.
     """
-    _check_bits(bits)
-    _check_group_size(w, group_size)
+    _validate_bits(bits)
+    _validate_group_size(w, group_size)
     w = w.detach().to(torch.float32)
     if not bool(torch.isfinite(w).all()):
         raise ValueError("cannot compute quantization parameters of a weight with inf or NaN")
@@ -190,13 +190,13 @@ def quantize(
     Rounds half to even (``torch.round``) and saturates at both ends of
     ``int_range(bits, symmetric)``. ``zero_point=None`` means 0 (symmetric only).
     """
-    _check_bits(bits)
-    _check_group_size(w, group_size)
+    _validate_bits(bits)
+    _validate_group_size(w, group_size)
     if zero_point is None:
         if not symmetric:
             raise ValueError("asymmetric quantization needs a zero_point")
         zero_point = torch.zeros(scale.shape, dtype=CODE_DTYPE, device=scale.device)
-    _check_integer("zero_point", zero_point)
+    _validate_integer("zero_point", zero_point)
     offset = _offset(bits, symmetric)
     smin, smax = int_range(bits, True)
     x = _grouped(w.detach().to(torch.float32), group_size)
@@ -214,11 +214,11 @@ def dequantize(
     group_size: int | None = None,
 ) -> torch.Tensor:
     """Float32 values ``(q - zero_point) * scale``."""
-    _check_group_size(q, group_size)
-    _check_integer("q", q)
+    _validate_group_size(q, group_size)
+    _validate_integer("q", q)
     if zero_point is None:
         zero_point = torch.zeros(scale.shape, dtype=CODE_DTYPE, device=scale.device)
-    _check_integer("zero_point", zero_point)
+    _validate_integer("zero_point", zero_point)
     x = _grouped(q.to(CODE_DTYPE), group_size)
     s = _param_view(scale.to(torch.float32), q, group_size, "scale")
     z = _param_view(zero_point, q, group_size, "zero_point")
@@ -263,7 +263,7 @@ def packed_len(n: int, bits: int) -> int:
     return math.ceil(n * bits / 32)
 
 
-def _check_pack_bits(bits: int) -> None:
+def _validate_pack_bits(bits: int) -> None:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
         raise ValueError(f"packing supports bits in [1, 8], got {bits!r}")
 
@@ -278,8 +278,8 @@ def pack_int32(q: torch.Tensor, bits: int, *, signed: bool = True, dim: int = -1
     boundaries for 3, 5, 6 and 7 bits. ``n`` codes give ``packed_len(n, bits)`` words.
     Zero points are packed along ``dim=0``.
     """
-    _check_pack_bits(bits)
-    _check_integer("codes to pack", q)
+    _validate_pack_bits(bits)
+    _validate_integer("codes to pack", q)
     offset = 1 << (bits - 1) if signed else 0
     u = q.to(torch.int64).movedim(dim, -1) + offset
     if u.numel() and (int(u.min()) < 0 or int(u.max()) >= 1 << bits):
@@ -307,7 +307,7 @@ def unpack_int32(
     packed: torch.Tensor, bits: int, original_len: int, *, signed: bool = True, dim: int = -1
 ) -> torch.Tensor:
     """Inverse of ``pack_int32``: int32 codes, ``original_len`` of them along ``dim``."""
-    _check_pack_bits(bits)
+    _validate_pack_bits(bits)
     if packed.dtype != torch.int32:
         raise ValueError(f"unpack_int32 needs int32 words, got dtype {packed.dtype}")
     words = packed.to(torch.int64).movedim(dim, -1) & 0xFFFFFFFF

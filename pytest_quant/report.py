@@ -10,12 +10,34 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 REPORT_FIELDS = (
-    "suite", "model", "scheme", "task", "metric", "baseline", "value", "drop", "ci_low", "ci_high",
-    "relative", "recovery", "n", "budget", "mode", "confidence", "method", "verdict", "item",
-    "kind", "unit", "ratio", "weight_bytes", "baseline_weight_bytes",
+    "suite",
+    "model",
+    "scheme",
+    "task",
+    "metric",
+    "baseline",
+    "value",
+    "drop",
+    "ci_low",
+    "ci_high",
+    "relative",
+    "recovery",
+    "n",
+    "budget",
+    "mode",
+    "confidence",
+    "method",
+    "verdict",
+    "item",
+    "kind",
+    "unit",
+    "ratio",
+    "weight_bytes",
+    "baseline_weight_bytes",
 )
 PERPLEXITY_METRICS = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
 MIB = 2**20
@@ -59,25 +81,47 @@ def table_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
     body = []
     for r in rows:
         if _efficiency(r) and r.get("baseline") is not None:
-            body.append((
-                str(r.get("scheme")), "-", str(r.get("metric")), _measured(r, "baseline"), _measured(r, "value"),
-                f"{r['ratio']:.3f}x", "-", "-", str(r.get("budget")), "point", str(r.get("verdict")),
-            ))
+            body.append(
+                (
+                    str(r.get("scheme")),
+                    "-",
+                    str(r.get("metric")),
+                    _measured(r, "baseline"),
+                    _measured(r, "value"),
+                    f"{r['ratio']:.3f}x",
+                    "-",
+                    "-",
+                    str(r.get("budget")),
+                    "point",
+                    str(r.get("verdict")),
+                )
+            )
             continue
         if r.get("baseline") is None:
             # an error row: its keys may be present and None (a compare budget has no single scheme)
-            scheme, task, budget, mode, verdict = (str(r[k]) if r.get(k) is not None else d for k, d in (
-                ("scheme", "-"), ("task", "-"), ("budget", "-"), ("mode", "-"), ("verdict", "error")))
+            scheme, task, budget, mode, verdict = (
+                str(r[k]) if r.get(k) is not None else d
+                for k, d in (("scheme", "-"), ("task", "-"), ("budget", "-"), ("mode", "-"), ("verdict", "error"))
+            )
             body.append((scheme, task, "-", "-", "-", "-", "-", "-", budget, mode, verdict))
             continue
-        body.append((
-            str(r.get("scheme")), str(r.get("task")), str(r.get("metric")),
-            _num(r.get("baseline"), ".4f"), _num(r.get("value"), ".4f"), _loss(r, "drop"),
-            f"[{_loss(r, 'ci_low')}, {_loss(r, 'ci_high')}]", str(r.get("n")), str(r.get("budget")),
-            str(r.get("mode")), str(r.get("verdict")),
-        ))
+        body.append(
+            (
+                str(r.get("scheme")),
+                str(r.get("task")),
+                str(r.get("metric")),
+                _num(r.get("baseline"), ".4f"),
+                _num(r.get("value"), ".4f"),
+                _loss(r, "drop"),
+                f"[{_loss(r, 'ci_low')}, {_loss(r, 'ci_high')}]",
+                str(r.get("n")),
+                str(r.get("budget")),
+                str(r.get("mode")),
+                str(r.get("verdict")),
+            )
+        )
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*b) for b in body]
     return lines
@@ -125,28 +169,40 @@ def markdown(rows: Iterable[dict[str, Any]], *, title: str = "pytest-quant repor
     out.append("")
     for model, items in by_model.items():
         out += [f"## {model}", ""]
-        out.append("| scheme | task | metric | baseline | quantized | recovery | loss [one-sided bounds] | n | budget | mode | verdict | weights |")
+        out.append(
+            "| scheme | task | metric | baseline | quantized | recovery | loss [one-sided bounds] | n | budget | mode "
+            "| verdict | weights |"
+        )
         out.append("|---|---|---|---:|---:|---:|---|---:|---|---|---|---:|")
         for r in items:
             rec = r.get("recovery")
             eff = _efficiency(r) and r.get("baseline") is not None
             out.append(
-                "| " + " | ".join([
-                    str(r.get("scheme", "-")), "-" if eff else str(r.get("task", "-")), str(r.get("metric") or "-"),
-                    _measured(r, "baseline") if eff else _num(r.get("baseline"), ".4f"),
-                    _measured(r, "value") if eff else _num(r.get("value"), ".4f"),
-                    f"{r['ratio']:.3f}x" if eff else ("-" if rec is None else f"{rec * 100:.2f}%"),
-                    "-" if eff else _md_loss(r), "-" if eff else str(r.get("n") or "-"),
-                    str(r.get("budget", "-")).replace("|", "\\|"), str(r.get("mode") or "-"),
-                    _VERDICT_MD.get(str(r.get("verdict")), str(r.get("verdict"))), _md_weights(r),
-                ]) + " |"
+                "| "
+                + " | ".join(
+                    [
+                        str(r.get("scheme", "-")),
+                        "-" if eff else str(r.get("task", "-")),
+                        str(r.get("metric") or "-"),
+                        _measured(r, "baseline") if eff else _num(r.get("baseline"), ".4f"),
+                        _measured(r, "value") if eff else _num(r.get("value"), ".4f"),
+                        f"{r['ratio']:.3f}x" if eff else ("-" if rec is None else f"{rec * 100:.2f}%"),
+                        "-" if eff else _md_loss(r),
+                        "-" if eff else str(r.get("n") or "-"),
+                        str(r.get("budget", "-")).replace("|", "\\|"),
+                        str(r.get("mode") or "-"),
+                        _VERDICT_MD.get(str(r.get("verdict")), str(r.get("verdict"))),
+                        _md_weights(r),
+                    ]
+                )
+                + " |"
             )
         errors = [r for r in items if r.get("error")]
         if errors:
             out += ["", "Errors:", ""]
             out += [f"- `{r.get('item')}`: {str(r['error']).splitlines()[0]}" for r in errors]
         out.append("")
-    conf = {r.get("confidence") for r in rows if r.get("confidence")}
+    conf = {float(r["confidence"]) for r in rows if r.get("confidence")}
     if conf:
         out.append(
             f"Loss is the quantized model's drop against the reference on the same items (pp: absolute points; "
@@ -182,7 +238,8 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
 
 def pareto_points(rows: Iterable[dict[str, Any]]) -> dict[str, dict[tuple[str, str], dict[str, Any]]]:
-    """``{model: {(task, metric): {"higher_is_better", "baseline": (MiB, value) | None, "schemes": {scheme: (MiB, value)}}}}``.
+    """Per model and (task, metric): whether higher is better, the baseline's (MiB, value) point
+    or None, and each scheme's (MiB, value) point.
 
     From accuracy rows that carry a weight memory; compare rows (``a vs b``) and rows whose
     reference is a recorded number (floors) give no baseline point. The first row of each
@@ -200,13 +257,22 @@ def pareto_points(rows: Iterable[dict[str, Any]]) -> dict[str, dict[tuple[str, s
             {"higher_is_better": metric.split(",")[0] not in PERPLEXITY_METRICS, "baseline": None, "schemes": {}},
         )
         scheme, mem = str(r.get("scheme")), r["weight_bytes"] / MIB
-        if r.get("baseline_weight_bytes") is not None and mem == r["baseline_weight_bytes"] / MIB and r.get("reference") == "recorded value":
+        if (
+            r.get("baseline_weight_bytes") is not None
+            and mem == r["baseline_weight_bytes"] / MIB
+            and r.get("reference") == "recorded value"
+        ):
             panel["baseline"] = panel["baseline"] or (mem, float(r["value"]))  # a floor on the model as is
             continue
         panel["schemes"].setdefault(scheme, (mem, float(r["value"])))
         base = r.get("baseline")
-        if panel["baseline"] is None and r.get("reference") != "recorded value" and isinstance(base, (int, float)) \
-                and math.isfinite(base) and r.get("baseline_weight_bytes") is not None:
+        if (
+            panel["baseline"] is None
+            and r.get("reference") != "recorded value"
+            and isinstance(base, (int, float))
+            and math.isfinite(base)
+            and r.get("baseline_weight_bytes") is not None
+        ):
             panel["baseline"] = (r["baseline_weight_bytes"] / MIB, float(base))
     return out
 
@@ -258,10 +324,15 @@ def pareto_png(rows: Iterable[dict[str, Any]], *, dpi: int = 110) -> bytes | Non
                 continue
             model, (task, metric), panel = line[c]
             labels.append((ax, _pareto_panel(ax, model, task, metric, panel, style)))
-    fig.suptitle("Task metric vs weight memory (packed weights + scales/zero points)\n"
-                 "★ unquantized · dashed: Pareto front · faded: dominated by another point", fontsize=10)
+    fig.suptitle(
+        "Task metric vs weight memory (packed weights + scales/zero points)\n"
+        "★ unquantized · dashed: Pareto front · faded: dominated by another point",
+        fontsize=10,
+    )
     # Fix the layout first: labels are placed in pixels, which must not move afterwards.
-    fig.get_layout_engine().execute(fig)
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
     fig.set_layout_engine("none")
     for ax, todo in labels:
         _place_labels(ax, todo)
@@ -271,7 +342,20 @@ def pareto_png(rows: Iterable[dict[str, Any]], *, dpi: int = 110) -> bytes | Non
 
 
 # Offsets (points) tried in turn for a label: right, left, above, below, then further out.
-_LABEL_OFFSETS = ((9, 0), (-9, 0), (0, 11), (0, -11), (9, 13), (9, -13), (-9, 13), (-9, -13), (9, 26), (9, -26), (-9, 26), (-9, -26))
+_LABEL_OFFSETS = (
+    (9, 0),
+    (-9, 0),
+    (0, 11),
+    (0, -11),
+    (9, 13),
+    (9, -13),
+    (-9, 13),
+    (-9, -13),
+    (9, 26),
+    (9, -26),
+    (-9, 26),
+    (-9, -26),
+)
 
 
 def _place_labels(ax: Any, labels: list[tuple[str, tuple[float, float], str]]) -> None:
@@ -298,9 +382,18 @@ def _place_labels(ax: Any, labels: list[tuple[str, tuple[float, float], str]]) -
         for dx, dy in _LABEL_OFFSETS:
             ha = "left" if dx > 0 else ("right" if dx < 0 else "center")
             va = "center" if dy == 0 else ("bottom" if dy > 0 else "top")
-            text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                               fontsize=9, color=color, zorder=5,
-                               bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+            text = ax.annotate(
+                name,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=9,
+                color=color,
+                zorder=5,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+            )
             bb = text.get_window_extent(renderer)
             box = (bb.x0, bb.y0, bb.x1, bb.y1)
             score = clash(box)
@@ -339,8 +432,17 @@ def _pareto_panel(
     for name, (x, y) in sorted(points.items(), key=lambda kv: kv[1]):
         color, marker = style[name]
         faded = (x, y) not in on_front
-        ax.scatter([x], [y], s=70, color=color, marker=marker, alpha=0.45 if faded else 1.0,
-                   edgecolors="black", linewidths=0.6, zorder=3)
+        ax.scatter(
+            [x],
+            [y],
+            s=70,
+            color=color,
+            marker=marker,
+            alpha=0.45 if faded else 1.0,
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+        )
     if base:
         ax.scatter([base[0]], [base[1]], s=190, color="black", marker="*", zorder=4)
     xmax = max(p[0] for p in everything)

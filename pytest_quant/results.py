@@ -109,8 +109,12 @@ class WeightFootprint:
     how: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"weight_bytes": self.weight_bytes, "checkpoint_bytes": self.checkpoint_bytes,
-                "quantized_layers": self.quantized_layers, "how": self.how}
+        return {
+            "weight_bytes": self.weight_bytes,
+            "checkpoint_bytes": self.checkpoint_bytes,
+            "quantized_layers": self.quantized_layers,
+            "how": self.how,
+        }
 
 
 @dataclass(frozen=True)
@@ -121,12 +125,14 @@ class RuntimeMeasurement:
     ``prefill_tokens_per_s``: prompt tokens / time to the first new token. ``decode_tokens_per_s``:
     the other ``new_tokens - 1`` tokens / their time. ``peak_memory_bytes``: on CUDA the peak of
     ``torch.cuda.max_memory_allocated``; on CPU the process's resident-set high-water mark above
-    its size before the model was loaded (weights as loaded, activations, KV cache).
+    its size before the model was loaded (weights as loaded, activations, KV cache); None where
+    the backend does not measure it (``meta["peak_memory"]`` says why). ``meta["method"]`` says
+    how the speed was measured (backend, device, dtype), ``meta["note"]`` what to keep in mind.
     """
 
     prefill_tokens_per_s: float
     decode_tokens_per_s: float
-    peak_memory_bytes: int
+    peak_memory_bytes: int | None
     prompt_tokens: int
     new_tokens: int
     repeats: int
@@ -150,7 +156,7 @@ class RuntimeMeasurement:
         return cls(
             prefill_tokens_per_s=float(data["prefill_tokens_per_s"]),
             decode_tokens_per_s=float(data["decode_tokens_per_s"]),
-            peak_memory_bytes=int(data["peak_memory_bytes"]),
+            peak_memory_bytes=None if data.get("peak_memory_bytes") is None else int(data["peak_memory_bytes"]),
             prompt_tokens=int(data["prompt_tokens"]),
             new_tokens=int(data["new_tokens"]),
             repeats=int(data["repeats"]),

@@ -35,16 +35,13 @@ Methods:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal, Sequence
 
 import numpy as np
 
 from pytest_quant.results import aggregate
-
-Mode = Literal["point", "alarm", "gate"]
-_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -69,15 +66,6 @@ class Degradation:
         if self.reference_value == 0:
             return math.nan
         return self.candidate_value / self.reference_value
-
-
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    mode: Mode
-    limit: float  # the tolerated degradation, in the units of the Degradation
-    statistic: float  # the number compared with the limit (estimate, lower or upper bound)
-    reason: str
 
 
 def _as_array(x: Sequence[float], name: str) -> np.ndarray:
@@ -105,7 +93,9 @@ def _binom_cdf(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 0.0
     lp, lq = math.log(p), math.log1p(-p)
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq for i in range(k + 1)]
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq for i in range(k + 1)
+    ]
     top = max(logs)
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
@@ -234,26 +224,19 @@ def paired_degradation(
         raise ValueError(f"method must be 'auto', 'score', 'exact' or 'bootstrap', got {method!r}")
 
     if aggregation == "perplexity":
-        w_r = np.ones(n) if reference_weights is None else _as_array(reference_weights, "reference_weights")
-        w_c = np.ones(n) if candidate_weights is None else _as_array(candidate_weights, "candidate_weights")
-        if w_r.size != n or w_c.size != n:
-            raise ValueError("weights must have one entry per item")
         if method in ("exact", "score"):
             raise ValueError(f"the {method} method applies to 0/1 scores; perplexity needs 'bootstrap'")
-        v_r = aggregate("perplexity", metric, ref, w_r)
-        v_c = aggregate("perplexity", metric, cand, w_c)
-        sign = 1.0 if not higher_is_better else -1.0
-
-        def ratio(idx: np.ndarray) -> np.ndarray:
-            lr = ref[idx].sum(1) / w_r[idx].sum(1)
-            lc = cand[idx].sum(1) / w_c[idx].sum(1)
-            if metric == "bits_per_byte":
-                return sign * (lc / lr - 1.0)
-            return sign * (np.exp(lc - lr) - 1.0)
-
-        estimate = sign * (v_c / v_r - 1.0)
-        lower, upper = _bootstrap_stats(ratio, n, confidence, resamples, seed)
-        return Degradation(estimate, lower, upper, confidence, n, True, "bootstrap", v_r, v_c)
+        return _perplexity_degradation(
+            ref,
+            cand,
+            reference_weights,
+            candidate_weights,
+            higher_is_better=higher_is_better,
+            metric=metric,
+            confidence=confidence,
+            resamples=resamples,
+            seed=seed,
+        )
 
     if aggregation != "mean":
         raise ValueError(f"unknown aggregation {aggregation!r}")
@@ -280,38 +263,46 @@ def paired_degradation(
             better = int(np.sum(diff < 0))
     if relative:
         if v_r == 0:
-            raise ValueError("a relative budget needs a non-zero reference value; the reference scored 0 on these items")
+            raise ValueError(
+                "a relative budget needs a non-zero reference value; the reference scored 0 on these items"
+            )
         scale = abs(v_r)
         estimate, lower, upper = estimate / scale, lower / scale, upper / scale
     return Degradation(estimate, lower, upper, confidence, n, relative, chosen, v_r, v_c, worse, better)
 
 
-def decide(degradation: Degradation, limit: float, mode: Mode) -> Verdict:
-    """Turn a degradation and a tolerated loss into a verdict.
+def _perplexity_degradation(
+    ref: np.ndarray,
+    cand: np.ndarray,
+    reference_weights: Sequence[float] | None,
+    candidate_weights: Sequence[float] | None,
+    *,
+    higher_is_better: bool,
+    metric: str,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> Degradation:
+    """The relative change of a perplexity-type metric (``ppl_c / ppl_r - 1``), with bootstrap bounds."""
+    n = ref.size
+    w_r = np.ones(n) if reference_weights is None else _as_array(reference_weights, "reference_weights")
+    w_c = np.ones(n) if candidate_weights is None else _as_array(candidate_weights, "candidate_weights")
+    if w_r.size != n or w_c.size != n:
+        raise ValueError("weights must have one entry per item")
+    v_r = aggregate("perplexity", metric, ref, w_r)
+    v_c = aggregate("perplexity", metric, cand, w_c)
+    sign = 1.0 if not higher_is_better else -1.0
 
-    - ``point``: the estimate alone must be within the limit (what single-number CI gates do).
-    - ``alarm``: fail only when the loss exceeds the limit with confidence (lower bound > limit);
-      an underpowered run passes. For pre-merge checks that must not cry wolf.
-    - ``gate``: pass only when the loss is within the limit with confidence (upper bound <= limit);
-      an underpowered run fails. For release gates that must not let a regression through.
-    """
-    d = degradation
-    if mode == "point":
-        stat, ok = d.estimate, d.estimate <= limit + _EPS
-        why = "estimate" + (" <= " if ok else " > ") + "budget"
-    elif mode == "alarm":
-        stat, ok = d.lower, not (d.lower > limit + _EPS)
-        why = f"{d.confidence:.0%} lower bound" + (" <= " if ok else " > ") + "budget" + (
-            "" if ok else ": the loss exceeds the budget with confidence"
-        )
-    elif mode == "gate":
-        stat, ok = d.upper, d.upper <= limit + _EPS
-        why = f"{d.confidence:.0%} upper bound" + (" <= " if ok else " > ") + "budget" + (
-            "" if ok else ": the data cannot show the loss is within budget"
-        )
-    else:
-        raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
-    return Verdict(ok, mode, limit, stat, why)
+    def ratio(idx: np.ndarray) -> np.ndarray:
+        lr = ref[idx].sum(1) / w_r[idx].sum(1)
+        lc = cand[idx].sum(1) / w_c[idx].sum(1)
+        if metric == "bits_per_byte":
+            return sign * (lc / lr - 1.0)
+        return sign * (np.exp(lc - lr) - 1.0)
+
+    estimate = sign * (v_c / v_r - 1.0)
+    lower, upper = _bootstrap_stats(ratio, n, confidence, resamples, seed)
+    return Degradation(estimate, lower, upper, confidence, n, True, "bootstrap", v_r, v_c)
 
 
 def required_items(limit: float, confidence: float, flip_rate: float = 0.10) -> int:

@@ -67,15 +67,15 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_group_size(group_size: int | None) -> None:
+def _validate_group_size(group_size: int | None) -> None:
     if group_size is not None and (not _is_int(group_size) or group_size <= 0):
         raise ValueError(f"group_size must be a positive int or None, got {group_size!r}")
 
 
-def _check_shape(shape: tuple[int, int], group_size: int | None) -> tuple[int, int]:
+def _validate_shape(shape: tuple[int, int], group_size: int | None) -> tuple[int, int]:
     if not isinstance(shape, (tuple, list)) or len(shape) != 2 or not all(_is_int(d) and d > 0 for d in shape):
         raise ValueError(f"shape must be a 2-D (out, in) tuple of positive ints, got {shape!r}")
-    _check_group_size(group_size)
+    _validate_group_size(group_size)
     if group_size is not None and shape[1] % group_size != 0:
         raise ValueError(f"shape {tuple(shape)}: in_features {shape[1]} is not divisible by group_size {group_size}")
     return (shape[0], shape[1])
@@ -92,12 +92,12 @@ def _choices(name: str, values: object, check) -> list:
     return values
 
 
-def _check_bits(bits: object) -> None:
-    if not _is_int(bits) or not P.MIN_BITS <= bits <= P.MAX_BITS:
+def _validate_bits(bits: object) -> None:
+    if not _is_int(bits) or not P.MIN_BITS <= bits <= P.MAX_BITS:  # type: ignore[operator]
         raise ValueError(f"bits must be ints in [{P.MIN_BITS}, {P.MAX_BITS}], got {bits!r}")
 
 
-def _check_bool(v: object) -> None:
+def _validate_bool(v: object) -> None:
     if not isinstance(v, bool):
         raise ValueError(f"symmetric must be True or False, got {v!r}")
 
@@ -128,7 +128,7 @@ def weight_shapes(
     max_in: int = MAX_IN,
 ) -> st.SearchStrategy[tuple[int, int]]:
     """``(out, in)`` shapes with ``in`` a multiple of ``group_size`` (when given)."""
-    _check_group_size(group_size)
+    _validate_group_size(group_size)
     for name, v in (("max_out", max_out), ("max_in", max_in)):
         if not _is_int(v) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -147,9 +147,9 @@ def quant_args(
     group_sizes: Iterable[int | None] = DEFAULT_GROUP_SIZES,
 ) -> st.SearchStrategy[QuantArgs]:
     """``QuantArgs`` drawn from the allowed values (``None`` group size: per-channel)."""
-    bits_ = _choices("bits", bits, _check_bits)
-    sym_ = _choices("symmetric", symmetric, _check_bool)
-    groups_ = _choices("group_sizes", group_sizes, _check_group_size)
+    bits_ = _choices("bits", bits, _validate_bits)
+    sym_ = _choices("symmetric", symmetric, _validate_bool)
+    groups_ = _choices("group_sizes", group_sizes, _validate_group_size)
     return st.builds(QuantArgs, st.sampled_from(bits_), st.sampled_from(sym_), st.sampled_from(groups_))
 
 
@@ -213,9 +213,9 @@ def weights(
     (0 included). ``None`` lets Hypothesis choose.
     """
     if shape is not None:
-        shape = _check_shape(shape, group_size)
+        shape = _validate_shape(shape, group_size)
     else:
-        _check_group_size(group_size)
+        _validate_group_size(group_size)
     if not (0 < min_abs <= max_abs < math.inf):
         raise ValueError(f"need 0 < min_abs <= max_abs < inf, got min_abs={min_abs!r}, max_abs={max_abs!r}")
     lo, hi = _f32_inward(min_abs, max_abs)
@@ -252,10 +252,10 @@ def int_codes(
     symmetric: bool,
 ) -> st.SearchStrategy[torch.Tensor]:
     """Int32 code tensors inside ``int_range(bits, symmetric)``, ends included."""
-    _check_bits(bits)
-    _check_bool(symmetric)
+    _validate_bits(bits)
+    _validate_bool(symmetric)
     if shape is not None:
-        shape = _check_shape(shape, None)
+        shape = _validate_shape(shape, None)
     qmin, qmax = P.int_range(bits, symmetric)
     shapes = st.just(shape) if shape is not None else weight_shapes()
     return shapes.flatmap(lambda s: hnp.arrays(np.int32, s, elements=st.integers(qmin, qmax)).map(torch.from_numpy))

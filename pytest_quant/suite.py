@@ -18,11 +18,11 @@ from pytest_quant.config import BASELINE, BudgetConfig, FieldProblem, SuiteConfi
 from pytest_quant.errors import QuantConfigError
 
 
-class _LineLoader(yaml.SafeLoader):
+class LineLoader(yaml.SafeLoader):
     """A safe loader that remembers the line of every mapping key and sequence entry."""
 
 
-def _compose_lines(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+def compose_lines(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
@@ -30,18 +30,18 @@ def _compose_lines(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any
             key = key_node.value
             if key in seen:
                 raise QuantConfigError(
-                    f"duplicate key {key!r}", field=_dotted(path + (key,)), line=key_node.start_mark.line + 1
+                    f"duplicate key {key!r}", field=dotted(path + (key,)), line=key_node.start_mark.line + 1
                 )
             seen.add(key)
             lines[path + (key,)] = key_node.start_mark.line + 1
-            _compose_lines(value_node, path + (key,), lines)
+            compose_lines(value_node, path + (key,), lines)
     elif isinstance(node, yaml.SequenceNode):
         for i, child in enumerate(node.value):
             lines[path + (i,)] = child.start_mark.line + 1
-            _compose_lines(child, path + (i,), lines)
+            compose_lines(child, path + (i,), lines)
 
 
-def _dotted(path: tuple[Any, ...]) -> str:
+def dotted(path: tuple[Any, ...]) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -51,7 +51,7 @@ def _dotted(path: tuple[Any, ...]) -> str:
     return out or "<document>"
 
 
-def _line_for(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | None:
+def line_for(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | None:
     while path:
         if path in lines:
             return lines[path]
@@ -62,8 +62,8 @@ def _line_for(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int |
 def load_suite_text(text: str, source: str) -> tuple[SuiteConfig, dict[tuple[Any, ...], int]]:
     """Parse and validate a suite; ``source`` names the file in errors."""
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)
+        node = yaml.compose(text, Loader=LineLoader)
+        data = yaml.load(text, Loader=LineLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -72,7 +72,7 @@ def load_suite_text(text: str, source: str) -> tuple[SuiteConfig, dict[tuple[Any
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
         try:
-            _compose_lines(node, (), lines)
+            compose_lines(node, (), lines)
         except QuantConfigError as exc:
             raise QuantConfigError(exc.detail, source=source, field=exc.field, line=exc.line) from None
     if not isinstance(data, dict):
@@ -103,20 +103,22 @@ def _config_error(exc: ValidationError, data: Any, lines: dict, source: str) -> 
     problem = (err.get("ctx") or {}).get("error")
     if isinstance(problem, FieldProblem):
         path = path + problem.path
-    line = _line_for(lines, path)
+    line = line_for(lines, path)
     msg = err.get("msg", "invalid value")
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if err["type"] == "extra_forbidden":
         msg = f"unknown key {path[-1]!r}" if path else "unknown key"
     value = err.get("input")
-    show_value = err["type"] != "missing" and not isinstance(value, (dict, list)) and not isinstance(problem, FieldProblem)
+    show_value = (
+        err["type"] != "missing" and not isinstance(value, (dict, list)) and not isinstance(problem, FieldProblem)
+    )
     text = msg
     if show_value:
         text += f" (got {value!r})"
     count = exc.error_count()
     if count > 1:
         text += f"  [+{count - 1} more problem{'s' if count > 2 else ''}]"
-    return QuantConfigError(text, source=source, field=_dotted(path), line=line)
+    return QuantConfigError(text, source=source, field=dotted(path), line=line)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ def expand_checks(suite: SuiteConfig, lines: dict[tuple[Any, ...], int] | None =
     for i, budget in enumerate(suite.budgets):
         label = budget.label(i)
         tasks = budget.tasks if budget.tasks is not None else tuple(suite.tasks)
-        line = _line_for(lines, ("budgets", i))
+        line = line_for(lines, ("budgets", i))
+        pairs: list[tuple[str | None, str | None]]
         if budget.compare is not None:
             pairs = [(None, t) for t in tasks]
         elif budget.efficiency is not None:

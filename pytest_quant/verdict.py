@@ -10,17 +10,55 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_quant.budget import MemoryLimit, Ratio, Threshold, ValueFloor, format_bytes
+from pytest_quant.budget import MemoryLimit, Mode, Ratio, Threshold, ValueFloor, format_bytes
+from pytest_quant.errors import ResultError
 from pytest_quant.results import TaskResult
-from pytest_quant.stats import Degradation, Mode, Verdict, clopper_pearson, decide, paired_degradation
+from pytest_quant.stats import Degradation, clopper_pearson, paired_degradation
+
+_EPS = 1e-12
 
 
-class BudgetExceeded(AssertionError):
-    """A budget's claim does not hold (the test item fails with this explanation)."""
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    mode: Mode
+    limit: float  # the tolerated degradation, in the units of the Degradation
+    statistic: float  # the number compared with the limit (estimate, lower or upper bound)
+    reason: str
 
 
-class ResultError(AssertionError):
-    """A result cannot be judged (different items, NaN metrics, empty); never a pass."""
+def decide(degradation: Degradation, limit: float, mode: Mode) -> Verdict:
+    """Turn a degradation and a tolerated loss into a verdict.
+
+    - ``point``: the estimate alone must be within the limit (what single-number CI gates do).
+    - ``alarm``: fail only when the loss exceeds the limit with confidence (lower bound > limit);
+      an underpowered run passes. For pre-merge checks that must not cry wolf.
+    - ``gate``: pass only when the loss is within the limit with confidence (upper bound <= limit);
+      an underpowered run fails. For release gates that must not let a regression through.
+    """
+    d = degradation
+    if mode == "point":
+        stat, ok = d.estimate, d.estimate <= limit + _EPS
+        why = "estimate" + (" <= " if ok else " > ") + "budget"
+    elif mode == "alarm":
+        stat, ok = d.lower, not (d.lower > limit + _EPS)
+        why = (
+            f"{d.confidence:.0%} lower bound"
+            + (" <= " if ok else " > ")
+            + "budget"
+            + ("" if ok else ": the loss exceeds the budget with confidence")
+        )
+    elif mode == "gate":
+        stat, ok = d.upper, d.upper <= limit + _EPS
+        why = (
+            f"{d.confidence:.0%} upper bound"
+            + (" <= " if ok else " > ")
+            + "budget"
+            + ("" if ok else ": the data cannot show the loss is within budget")
+        )
+    else:
+        raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
+    return Verdict(ok, mode, limit, stat, why)
 
 
 @dataclass(frozen=True)
@@ -32,20 +70,24 @@ class Outcome:
     verdict: Verdict | None = None
 
 
-def check_result(result: TaskResult, label: str) -> None:
+def validate_result(result: TaskResult, label: str) -> None:
     """Refuse results that must never pass: empty, non-finite, inconsistent."""
     if result.n == 0:
         raise ResultError(f"{label}: task {result.task!r} produced no items (was it skipped by the evaluator?)")
     if not math.isfinite(result.value):
         raise ResultError(f"{label}: task {result.task!r} metric {result.metric!r} is {result.value!r}")
-    bad = [i for i, s in zip(result.item_ids, result.scores) if not math.isfinite(s)]
-    if bad:
-        raise ResultError(f"{label}: task {result.task!r} has non-finite scores for {len(bad)} item(s), e.g. {bad[0]!r}")
     if len(result.item_ids) != result.n:
         raise ResultError(f"{label}: task {result.task!r} has {len(result.item_ids)} item ids for {result.n} scores")
+    bad = [i for i, s in zip(result.item_ids, result.scores, strict=True) if not math.isfinite(s)]
+    if bad:
+        raise ResultError(
+            f"{label}: task {result.task!r} has non-finite scores for {len(bad)} item(s), e.g. {bad[0]!r}"
+        )
 
 
-def align(reference: TaskResult, candidate: TaskResult, ref_label: str, cand_label: str, *, across_models: bool = False):
+def align(
+    reference: TaskResult, candidate: TaskResult, ref_label: str, cand_label: str, *, across_models: bool = False
+):
     """Per-item arrays of both results in the reference's item order (same items or an error).
 
     ``across_models``: the two results come from different models, so prompts may differ where
@@ -53,8 +95,8 @@ def align(reference: TaskResult, candidate: TaskResult, ref_label: str, cand_lab
     (``meta["items_fingerprint"]``) when both results record it; a corpus-perplexity task,
     whose items are windows of each model's own tokens, pairs only when the tokenizers agree.
     """
-    check_result(reference, ref_label)
-    check_result(candidate, cand_label)
+    validate_result(reference, ref_label)
+    validate_result(candidate, cand_label)
     if reference.metric != candidate.metric or reference.aggregation != candidate.aggregation:
         raise ResultError(
             f"{cand_label} reports {candidate.metric!r} ({candidate.aggregation}) but {ref_label} "
@@ -143,8 +185,10 @@ def judge(
     if deg.worse_items is not None:
         flips = f"; items worse/better: {deg.worse_items}/{deg.better_items}"
     lines = [
-        f"{'PASS' if verdict.passed else 'FAIL'} [{mode}] {cand_label} vs {ref_label} on {reference.task} ({reference.metric}, n={deg.n})",
-        f"  {ref_label}: {deg.reference_value:.4f}   {cand_label}: {deg.candidate_value:.4f}   recovery: {deg.recovery * 100:.2f}%",
+        f"{'PASS' if verdict.passed else 'FAIL'} [{mode}] {cand_label} vs {ref_label} on {reference.task} "
+        f"({reference.metric}, n={deg.n})",
+        f"  {ref_label}: {deg.reference_value:.4f}   {cand_label}: {deg.candidate_value:.4f}   "
+        f"recovery: {deg.recovery * 100:.2f}%",
         f"  loss: {drop}  one-sided {confidence:.0%} bounds [{lo}, {hi}] ({deg.method}{flips})",
         f"  budget: loss <= {budget_text}; {verdict.reason}",
     ]
@@ -203,11 +247,12 @@ def judge_floor(
     below the floor; ``gate``: pass only when the lower bound reaches it. The bounds are
     on the candidate's mean over its items (Clopper-Pearson for 0/1 scores).
     """
-    check_result(candidate, cand_label)
+    validate_result(candidate, cand_label)
     if candidate.aggregation != "mean" or not candidate.higher_is_better:
         raise ResultError(
             f"{cand_label}: a min_value floor needs a higher-is-better mean metric; task {candidate.task!r} reports "
-            f"{candidate.metric!r} ({candidate.aggregation}, {'higher' if candidate.higher_is_better else 'lower'} is better)"
+            f"{candidate.metric!r} ({candidate.aggregation}, "
+            f"{'higher' if candidate.higher_is_better else 'lower'} is better)"
         )
     value, limit = candidate.value, floor.floor
     lo, hi, method = _mean_bounds(candidate.scores, confidence)
@@ -216,10 +261,14 @@ def judge_floor(
         ok, why = value >= limit - eps, "value" + (" >= " if value >= limit - eps else " < ") + "floor"
     elif mode == "alarm":
         ok = hi >= limit - eps
-        why = f"{confidence:.0%} upper bound" + (" >= floor" if ok else " < floor: the value is below the floor with confidence")
+        why = f"{confidence:.0%} upper bound" + (
+            " >= floor" if ok else " < floor: the value is below the floor with confidence"
+        )
     elif mode == "gate":
         ok = lo >= limit - eps
-        why = f"{confidence:.0%} lower bound" + (" >= floor" if ok else " < floor: the data cannot show the value reaches the floor")
+        why = f"{confidence:.0%} lower bound" + (
+            " >= floor" if ok else " < floor: the data cannot show the value reaches the floor"
+        )
     else:
         raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
     ref = floor.reference
@@ -257,7 +306,13 @@ def judge_floor(
     }
     if substituted:
         row["split_substituted"] = list(substituted)
-    return Outcome(ok, "\n".join(lines), row, None, Verdict(ok, mode, limit, value if mode == "point" else (hi if mode == "alarm" else lo), why))
+    return Outcome(
+        ok,
+        "\n".join(lines),
+        row,
+        None,
+        Verdict(ok, mode, limit, value if mode == "point" else (hi if mode == "alarm" else lo), why),
+    )
 
 
 def both(first: Outcome, second: Outcome) -> Outcome:
@@ -266,7 +321,6 @@ def both(first: Outcome, second: Outcome) -> Outcome:
     budget = f"{first.row.get('budget')}; paired loss <= {second.row.get('budget')}"
     row = {**second.row, "budget": budget, "verdict": "pass" if passed else "fail"}
     return Outcome(passed, first.explanation + "\n" + second.explanation, row, second.degradation, second.verdict)
-
 
 
 EFFICIENCY_TEXT = {
@@ -303,7 +357,9 @@ def judge_efficiency(
         bound = limit.limit(baseline)
         ok = value <= bound * (1 + 1e-12)
         budget = f"{what} <= {limit}" + (" baseline" if limit.ratio is not None else "")
-        why = f"{show(value)} {'<=' if ok else '>'} {show(bound)}" + (f" ({ratio:.3f}x)" if limit.ratio is not None else "")
+        why = f"{show(value)} {'<=' if ok else '>'} {show(bound)}" + (
+            f" ({ratio:.3f}x)" if limit.ratio is not None else ""
+        )
     else:
         assert isinstance(limit, Ratio)
         bound = limit.factor * baseline

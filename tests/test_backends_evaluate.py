@@ -46,9 +46,7 @@ def lm_task(task: str, **kw) -> TaskConfig:
 
 
 def evaluate(model: Path, task: TaskConfig, seed: int = 0) -> tuple[TaskResult, dict]:
-    evaluator = get_evaluator("hf")
-    result = evaluator.evaluate(model, task, EVAL, seed=seed)
-    return result, evaluator.last_results
+    return get_evaluator("hf").evaluate_with_samples(model, task, EVAL, seed=seed)
 
 
 # --------------------------------------------------------------------------- lm-eval
@@ -227,12 +225,13 @@ def test_suite_tasks_reading_metrics_of_one_lm_eval_run_share_it(tiny_model: Pat
     # LAMBADA's accuracy and perplexity in the demo suite are two suite tasks over one lm-eval run.
     from pytest_quant.backends.cache import ArtifactCache
     from pytest_quant.config import ModelConfig
+    from pytest_quant import evaluation
     from pytest_quant.session import Options, QuantSession
 
     session = QuantSession(Options(baseline_dir=tmp_path / "baselines", cache_dir=tmp_path / "cache"))
     model = ModelConfig(name="tiny", path=str(tiny_model))
-    acc = session.evaluate(model, None, TaskConfig(name="pq_arith", include_path=TASKS, metric="acc", limit=12), EVAL)
-    norm = session.evaluate(
+    acc = evaluation.evaluate(session, model, None, TaskConfig(name="pq_arith", include_path=TASKS, metric="acc", limit=12), EVAL)
+    norm = evaluation.evaluate(session, 
         model, None, TaskConfig(name="arith_norm", task="pq_arith", include_path=TASKS, metric="acc_norm", limit=12), EVAL
     )
 
@@ -244,5 +243,5 @@ def test_suite_tasks_reading_metrics_of_one_lm_eval_run_share_it(tiny_model: Pat
     direct, raw = evaluate(tiny_model, lm_task("pq_arith", metric="acc", limit=12))
     assert acc.scores == direct.scores and acc.value == raw["results"]["pq_arith"]["acc,none"]
     assert norm.value == raw["results"]["pq_arith"]["acc_norm,none"]
-    session.evaluate(model, None, TaskConfig(name="pq_arith", include_path=TASKS, metric="acc", limit=6), EVAL)
+    evaluation.evaluate(session, model, None, TaskConfig(name="pq_arith", include_path=TASKS, metric="acc", limit=6), EVAL)
     assert len(runs()) == 2  # another limit is another run

@@ -27,7 +27,7 @@ from pytest_quant.backends.models import (  # noqa: E402
     MODEL_REGISTRY,
     build_tiny_llama,
     byte_level_tokenizer,
-    check_scheme_fits,
+    validate_scheme_fits,
     linear_layer_shapes,
     load_causal_lm,
     model_fingerprint,
@@ -154,23 +154,23 @@ def test_group_size_check_names_scheme_layer_in_features_and_group(tmp_path: Pat
     odd = build_tiny_llama(tmp_path / "odd", intermediate_size=96)  # down_proj in_features 96
     scheme = SchemeConfig(name="w4g64", method="gptq", weights={"group_size": 64}, calibration={})
     with pytest.raises(QuantConfigError) as info:
-        check_scheme_fits(scheme, odd, source="suite.yaml")
+        validate_scheme_fits(scheme, odd, source="suite.yaml")
     msg = str(info.value)
     assert msg.startswith("suite.yaml")
     for part in ("'w4g64'", "'model.layers.0.mlp.down_proj'", "in_features 96", "group_size 64"):
         assert part in msg
     assert info.value.field == "schemes.w4g64.weights.group_size"
     # ignoring the offending layers makes it fit; per-channel always fits
-    check_scheme_fits(scheme.model_copy(update={"ignore": ("lm_head", "re:.*down_proj")}), odd)
-    check_scheme_fits(SchemeConfig(name="pc", method="rtn", weights={"bits": 4}), odd)
+    validate_scheme_fits(scheme.model_copy(update={"ignore": ("lm_head", "re:.*down_proj")}), odd)
+    validate_scheme_fits(SchemeConfig(name="pc", method="rtn", weights={"bits": 4}), odd)
 
 
 def test_group_size_check_skips_ignored_lm_head(tmp_path: Path) -> None:
     # hidden 192: every Linear in-dim is 192 or 256; only groups of 64 fit, 128 does not
     model = build_tiny_llama(tmp_path / "h192", hidden_size=192, heads=4, kv_heads=2)
-    check_scheme_fits(SchemeConfig(name="g64", method="gptq", weights={"group_size": 64}, calibration={}), model)
+    validate_scheme_fits(SchemeConfig(name="g64", method="gptq", weights={"group_size": 64}, calibration={}), model)
     with pytest.raises(QuantConfigError, match="in_features 192"):
-        check_scheme_fits(SchemeConfig(name="g128", method="gptq", weights={"group_size": 128}, calibration={}), model)
+        validate_scheme_fits(SchemeConfig(name="g128", method="gptq", weights={"group_size": 128}, calibration={}), model)
 
 
 # --------------------------------------------------------------------------- calibration

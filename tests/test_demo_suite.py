@@ -63,6 +63,8 @@ def test_the_plugin_reports_what_lm_eval_reports(suite, quant_cache, monkeypatch
     from pytest_quant.backends.datasets import offline_datasets
     from pytest_quant.baseline import BaselineStore
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.artifacts import resolve_model
+    from pytest_quant.evaluation import evaluate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -73,9 +75,9 @@ def test_the_plugin_reports_what_lm_eval_reports(suite, quant_cache, monkeypatch
 
     # The plugin: its own evaluator through the session (what a YAML item runs), cache off.
     session = QuantSession(Options(baseline_dir=BASELINES, cache_dir=quant_cache, use_cache=False))
-    plugin = session.evaluate(suite.model, None, task, suite.evaluation, seed=suite.seed)
-    plugin_ppl = session.evaluate(suite.model, None, tasks["lambada_ppl"], suite.evaluation, seed=suite.seed)
-    model_dir = session.resolve_model(suite.model).path
+    plugin = evaluate(session, suite.model, None, task, suite.evaluation, seed=suite.seed)
+    plugin_ppl = evaluate(session, suite.model, None, tasks["lambada_ppl"], suite.evaluation, seed=suite.seed)
+    model_dir = resolve_model(session, suite.model).path
 
     # Directly: lm-eval's documented API on the same folder, its own TaskManager, seeds as lm-eval's defaults
     # (the plugin passes seed 0 for all four; lm-eval's defaults are 0 / 1234 / 1234 / 1234, which a

@@ -240,13 +240,13 @@ def test_pareto_png_from_rows():
 def test_missing_matplotlib_is_reported_not_raised(tmp_path, monkeypatch):
     import sys
 
-    from pytest_quant.plugin import _write_png
+    from pytest_quant.reporter import write_png
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     row = {"model": "m", "task": "t", "metric": "acc", "scheme": "w4", "value": 0.5, "baseline": 0.5,
            "weight_bytes": 1, "baseline_weight_bytes": 4}
-    msg = _write_png(tmp_path / "p.png", [row])
+    msg = write_png(tmp_path / "p.png", [row])
     assert "matplotlib is not installed" in msg and not (tmp_path / "p.png").exists()
 
 
@@ -260,13 +260,14 @@ def test_rtn_count_matches_llmcompressors_packed_checkpoint(tmp_path_factory, bi
 
     from pytest_quant.config import ModelConfig, SchemeConfig
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.artifacts import artifact
 
     cache = tmp_path_factory.getbasetemp() / "efficiency-oracle-cache"
     session = QuantSession(Options(baseline_dir=Path(cache / "b"), cache_dir=cache))
     model = ModelConfig(name="tiny-llama-test")
     weights = {"bits": bits, "group_size": 64, "symmetric": sym}
-    dense = weight_footprint(session.artifact(model, SchemeConfig(name="r", method="rtn", weights=weights)))
-    packed = weight_footprint(session.artifact(model, SchemeConfig(name="c", method="rtn", backend="llmcompressor", weights=weights)))
+    dense = weight_footprint(artifact(session, model, SchemeConfig(name="r", method="rtn", weights=weights)))
+    packed = weight_footprint(artifact(session, model, SchemeConfig(name="c", method="rtn", backend="llmcompressor", weights=weights)))
     assert dense.quantized_layers == packed.quantized_layers == 14
     assert packed.weight_bytes - dense.weight_bytes == 14 * 16
     assert packed.checkpoint_bytes < dense.checkpoint_bytes / 2  # the dense artifact is stored in float32

@@ -55,6 +55,8 @@ def test_a_session_holds_one_model_at_a_time(smollm2: Path, tmp_path: Path) -> N
     from pytest_quant.backends.models import load_causal_lm
     from pytest_quant.config import EvaluationConfig, ModelConfig, SchemeConfig, TaskConfig
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.artifacts import artifact
+    from pytest_quant.evaluation import evaluate
 
     session = QuantSession(Options(baseline_dir=tmp_path / "baselines", cache_dir=tmp_path / "cache"))
     model = ModelConfig(name=str(smollm2))
@@ -69,12 +71,12 @@ def test_a_session_holds_one_model_at_a_time(smollm2: Path, tmp_path: Path) -> N
 
     rss, earlier = [], []
     for scheme in schemes:
-        result = session.evaluate(model, scheme, task, hf)
+        result = evaluate(session, model, scheme, task, hf)
         assert result.n == 4  # the next model started and ran
         gc.collect()
         rss.append(_rss())
         # The model the hf evaluator keeps (a cache hit: nothing new is loaded here).
-        earlier.append(weakref.ref(load_causal_lm(session.artifact(model, scheme))[0]))
+        earlier.append(weakref.ref(load_causal_lm(artifact(session, model, scheme))[0]))
     alive = [scheme.name if scheme else "baseline" for scheme, ref in zip(schemes[:-1], earlier[:-1], strict=True) if ref()]
     assert not alive, f"models still held after the session moved on: {alive}"
     growth = max(rss) - rss[0]

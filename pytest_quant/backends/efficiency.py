@@ -31,19 +31,19 @@ import json
 import math
 import os
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pytest_quant.backends.protocol import read_scheme_record
+from pytest_quant.config import EfficiencyConfig
 from pytest_quant.errors import QuantConfigError
 from pytest_quant.results import RuntimeMeasurement, WeightFootprint
 
 __all__ = ["measure_runtime", "read_safetensors_header", "weight_footprint", "DEQUANTIZED_NOTE"]
 
-SCHEME_FILE = "pytest_quant_scheme.json"  # written by backends/quantize/rtn.py (not imported: it is light, but keep engines apart)
 _OTHER_WEIGHTS = (".bin", ".pt", ".pth")
 DEQUANTIZED_NOTE = (
     "the HF backend runs weight-only checkpoints dequantized (compressed-tensors dequantize=True; "
@@ -103,20 +103,25 @@ def weight_footprint(model_dir: str | Path) -> WeightFootprint:
         others = [p for p in model_dir.iterdir() if p.is_file() and p.suffix in _OTHER_WEIGHTS]
         if not others:
             raise QuantConfigError(f"{model_dir}: no weights (*.safetensors, *.bin) to measure")
-        return WeightFootprint(sum(p.stat().st_size for p in others), checkpoint, 0, "weight file sizes (no safetensors)")
+        return WeightFootprint(
+            sum(p.stat().st_size for p in others), checkpoint, 0, "weight file sizes (no safetensors)"
+        )
     tensors: dict[str, dict[str, Any]] = {}
     for shard in shards:
         tensors.update(read_safetensors_header(shard))
     sizes = {name: _tensor_bytes(info) for name, info in tensors.items()}
-    quantized = sum(1 for name in tensors if name.endswith(".weight_scale"))  # compressed-tensors: one per quantized layer
+    quantized = sum(
+        1 for name in tensors if name.endswith(".weight_scale")
+    )  # compressed-tensors: one per quantized layer
     how = "safetensors tensor sizes"
     if quantized:
         how += " (quantized layers as stored: packed weights + scales/zero points)"
-    record_path = model_dir / SCHEME_FILE
-    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() and not quantized else {}
+    record = {} if quantized else read_scheme_record(model_dir)
     if record.get("awq_checkpoint"):  # AutoAWQ: evaluated dense, deployed as its packed GEMM checkpoint
         packed = record["awq_checkpoint"]
-        return WeightFootprint(packed["tensor_bytes"], checkpoint, len(packed["layers"]), "AutoAWQ GEMM checkpoint tensor sizes")
+        return WeightFootprint(
+            packed["tensor_bytes"], checkpoint, len(packed["layers"]), "AutoAWQ GEMM checkpoint tensor sizes"
+        )
     if record.get("quantized_layers"):  # dense fake-quantized weights (reference RTN), not a compressed checkpoint
         weights = (record.get("scheme") or {}).get("weights") or {}
         bits, group, sym = int(weights.get("bits", 8)), weights.get("group_size"), bool(weights.get("symmetric", True))
@@ -138,36 +143,34 @@ def weight_footprint(model_dir: str | Path) -> WeightFootprint:
 def measure_runtime(
     model_dir: str | Path,
     *,
+    settings: EfficiencyConfig,
     device: str = "cpu",
     dtype: str | None = None,
-    prompt_tokens: int = 128,
-    new_tokens: int = 32,
-    repeats: int = 3,
+    runs_dir: Path | None = None,
     timeout: float = 3600.0,
 ) -> RuntimeMeasurement:
-    """Speed and peak memory of ``model_dir``, measured in a fresh Python process (see the module docstring)."""
-    import tempfile
+    """Speed and peak memory of ``model_dir``, measured in a fresh Python process (see the module docstring),
+    through the worker contract of :mod:`pytest_quant.backends.worker` (run folders under ``runs_dir``)."""
+    from pytest_quant.backends.cache import default_cache_dir
+    from pytest_quant.backends.worker import run_worker
 
     request = {
-        "model_dir": str(Path(model_dir).resolve()), "device": device, "dtype": dtype,
-        "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeats": repeats,
+        "model_dir": str(Path(model_dir).resolve()),
+        "device": device,
+        "dtype": dtype,
+        "prompt_tokens": settings.prompt_tokens,
+        "new_tokens": settings.new_tokens,
+        "repeats": settings.repeats,
     }
-    with tempfile.TemporaryDirectory(prefix="pytest-quant-efficiency-") as tmp:
-        req = Path(tmp) / "request.json"
-        out = Path(tmp) / "result.json"
-        req.write_text(json.dumps({**request, "output": str(out)}))
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "pytest_quant.backends.efficiency", str(req)],
-                capture_output=True, text=True, timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"measuring {model_dir} took longer than {timeout:.0f}s") from None
-        data = json.loads(out.read_text()) if out.is_file() else None
-    if proc.returncode != 0 or not data or "error" in data:
-        message = (data or {}).get("error") or proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"measuring speed and peak memory of {model_dir} failed: {message}\n{proc.stderr[-2000:]}")
-    return RuntimeMeasurement.from_json(data)
+    answer = run_worker(
+        sys.executable,
+        "pytest_quant.backends.efficiency",
+        request,
+        what=f"measuring the speed and peak memory of {model_dir}",
+        runs_dir=runs_dir or default_cache_dir() / "workers",
+        timeout=timeout,
+    )
+    return RuntimeMeasurement.from_json(answer.payload)
 
 
 def _rss_bytes() -> int:
@@ -306,8 +309,14 @@ def _measure(request: dict[str, Any]) -> dict[str, Any]:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sampling settings of the checkpoint's generation_config, unused greedily
             out = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                num_beams=1, streamer=clock, pad_token_id=pad,
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                num_beams=1,
+                streamer=clock,
+                pad_token_id=pad,
             )
         if out.shape[1] != ids.shape[1] + n or len(clock.times) != n + 1:
             raise RuntimeError(f"generate returned {out.shape[1] - ids.shape[1]} new tokens, not {n}")
@@ -318,28 +327,26 @@ def _measure(request: dict[str, Any]) -> dict[str, Any]:
         peak, how = int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated"
     else:
         peak = max(0, _peak_rss_bytes() - before)
-        how = "resident-set high-water mark above the size before loading" + ("" if reset else " (not reset: includes imports)")
+        how = "resident-set high-water mark above the size before loading" + (
+            "" if reset else " (not reset: includes imports)"
+        )
     speed["peak_memory_bytes"] = peak
-    speed["meta"].update({
-        "peak_memory": how,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-    })
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    speed["meta"].update(
+        {
+            "backend": "hf",
+            "method": f"hf backend on {device} ({dtype}, {torch.get_num_threads()} threads)",
+            "note": DEQUANTIZED_NOTE,
+            "peak_memory": how,
+            "dtype": dtype,
+            "threads": torch.get_num_threads(),
+            "torch_version": torch.__version__,
+        }
+    )
     return speed
 
 
-def _main(argv: list[str]) -> int:
-    request = json.loads(Path(argv[0]).read_text())
-    output = Path(request["output"])
-    try:
-        result = _measure(request)
-    except Exception as exc:  # reported to the parent, which raises it
-        output.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        raise
-    output.write_text(json.dumps(result))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    from pytest_quant.backends.worker import serve
+
+    sys.exit(serve(_measure))

@@ -246,8 +246,14 @@ def embedded_default(cache_dir: Path) -> Path:
     lock, so concurrent pytest-xdist workers convert once and nobody sees a
     half-written folder.
     """
-    from pytest_quant.backends.models import build_once
+    from pytest_quant.backends.cache import build_folder_once
 
     gguf_path = find_embedded_gguf()
     target = Path(cache_dir) / "models" / f"{EMBEDDED_SLUG}-{file_sha256(gguf_path)[:12]}"
-    return build_once(target, lambda out: convert_gguf(gguf_path, out), done=is_converted)
+    build_folder_once(
+        target,
+        lambda out: convert_gguf(gguf_path, out),
+        done=is_converted,
+        lock=target.with_name(target.name + ".lock"),
+    )
+    return target

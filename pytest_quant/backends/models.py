@@ -9,7 +9,7 @@ Also here, because every backend needs them:
 
 - :func:`build_tiny_llama`: a random-initialised tiny Llama built in-process
   (no hub, no training), the model of the integration tests;
-- :func:`linear_layer_shapes` / :func:`check_scheme_fits`: catch a group size
+- :func:`linear_layer_shapes` / :func:`validate_scheme_fits`: catch a group size
   that does not divide a layer's in-features before llm-compressor does;
 - :func:`load_causal_lm`: load a folder once for evaluation (one-model LRU),
   decompressing compressed-tensors checkpoints at load time.
@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -41,15 +40,14 @@ __all__ = [
     "adds_bos",
     "build_tiny_llama",
     "byte_level_tokenizer",
-    "check_model_files",
-    "check_scheme_fits",
+    "validate_model_files",
+    "validate_scheme_fits",
     "clear_model_cache",
     "is_quant_target",
     "linear_layer_shapes",
     "load_causal_lm",
     "model_fingerprint",
     "quantization_method",
-    "release_memory",
     "resolve_model",
     "tiny_llama_test",
 ]
@@ -207,39 +205,15 @@ def build_tiny_llama(
 
 def tiny_llama_test(cache_dir: Path) -> Path:
     """The registered ``tiny-llama-test``: :func:`build_tiny_llama` defaults, built once per cache."""
-    return build_once(Path(cache_dir) / "models" / f"tiny-llama-test-v{TINY_LLAMA_VERSION}", build_tiny_llama)
+    from pytest_quant.backends.cache import build_folder_once
 
-
-def build_once(target: Path, build: Callable[[Path], Any], done: Callable[[Path], bool] | None = None) -> Path:
-    """Build ``target`` with ``build(tmp)`` once, safely across processes (lock + rename).
-
-    ``done(target)`` says whether a folder already there is complete and current (default: it
-    has a config.json); one that is not is built again."""
-    from filelock import FileLock
-
-    done = done or (lambda folder: (folder / "config.json").is_file())
-    if done(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if done(target):
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-        try:
-            build(tmp)
-            # mkdtemp makes it 0700: give it, and the files directly in it, the modes mkdir/open would
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)
-            for path in tmp.iterdir():
-                if path.is_file():
-                    os.chmod(path, 0o666 & ~umask)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    target = Path(cache_dir) / "models" / f"tiny-llama-test-v{TINY_LLAMA_VERSION}"
+    build_folder_once(
+        target,
+        build_tiny_llama,
+        done=lambda folder: (folder / "config.json").is_file(),
+        lock=target.with_name(target.name + ".lock"),
+    )
     return target
 
 
@@ -296,12 +270,14 @@ def resolve_model(model: ModelConfig, cache_dir: Path) -> ResolvedModel:
         path = _snapshot(source, model.revision, model.trust_remote_code)
         display = source + (f"@{model.revision}" if model.revision else "")
     if not (path / "config.json").is_file():
-        raise QuantConfigError(f"model {source!r}: {path} has no config.json (not a Hugging Face model folder)", field="model")
-    check_model_files(path, what=f"model {source!r}")
+        raise QuantConfigError(
+            f"model {source!r}: {path} has no config.json (not a Hugging Face model folder)", field="model"
+        )
+    validate_model_files(path, what=f"model {source!r}")
     return ResolvedModel(path=path, fingerprint=model_fingerprint(path, cache_dir), display=display)
 
 
-def check_model_files(folder: Path, *, what: str, source: str | None = None, field: str = "model") -> None:
+def validate_model_files(folder: Path, *, what: str, source: str | None = None, field: str = "model") -> None:
     """Raise :class:`QuantConfigError` naming the file when ``folder``'s config.json is not a JSON
     object or one of its safetensors files is truncated or corrupt.
 
@@ -313,7 +289,9 @@ def check_model_files(folder: Path, *, what: str, source: str | None = None, fie
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise QuantConfigError(f"{what}: {str(config_file)!r} is not valid JSON ({exc})", source=source, field=field) from None
+        raise QuantConfigError(
+            f"{what}: {str(config_file)!r} is not valid JSON ({exc})", source=source, field=field
+        ) from None
     if not isinstance(config, dict):
         raise QuantConfigError(f"{what}: {str(config_file)!r} is not a JSON object", source=source, field=field)
     try:
@@ -349,7 +327,11 @@ def _snapshot(repo_id: str, revision: str | None, trust_remote_code: bool) -> Pa
             import difflib
 
             close = difflib.get_close_matches(repo_id, MODEL_REGISTRY, n=1)
-            hint += f"; did you mean the registered model {close[0]!r}?" if close else f"; registered models: {', '.join(MODEL_REGISTRY)}"
+            hint += (
+                f"; did you mean the registered model {close[0]!r}?"
+                if close
+                else f"; registered models: {', '.join(MODEL_REGISTRY)}"
+            )
         raise QuantConfigError(
             f"cannot get model {repo_id!r} from the Hugging Face hub{hint}: {type(exc).__name__}: {exc}",
             field="model",
@@ -380,9 +362,16 @@ def _resolve_gguf(model: ModelConfig, cache_dir: Path) -> Path:
     digest = _file_sha256(gguf_path.resolve(), cache_dir)[:16]
     target = cache_dir / "models" / f"gguf-{gguf_path.stem}-{digest}"
 
+    from pytest_quant.backends.cache import build_folder_once
     from pytest_quant.backends.gguf import convert_gguf, is_converted
 
-    return build_once(target, lambda out: convert_gguf(gguf_path, out), done=is_converted)
+    build_folder_once(
+        target,
+        lambda out: convert_gguf(gguf_path, out),
+        done=is_converted,
+        lock=target.with_name(target.name + ".lock"),
+    )
+    return target
 
 
 # ---------------------------------------------------------------------------
@@ -502,7 +491,7 @@ def linear_layer_shapes(model_dir: str | Path, *, trust_remote_code: bool = Fals
     return {name: (m.out_features, m.in_features) for name, m in _iter_linears(Path(model_dir), trust_remote_code)}
 
 
-def check_scheme_fits(scheme: SchemeConfig, model_dir: str | Path, source: str | None = None) -> None:
+def validate_scheme_fits(scheme: SchemeConfig, model_dir: str | Path, source: str | None = None) -> None:
     """Raise :class:`QuantConfigError` when ``scheme``'s group size does not divide the
     in-features of a layer it quantizes (layers matching ``scheme.ignore`` are skipped).
 
@@ -533,19 +522,6 @@ def check_scheme_fits(scheme: SchemeConfig, model_dir: str | Path, source: str |
 _LOADED: dict[tuple, tuple[Any, Any]] = {}
 
 
-def release_memory() -> None:
-    """Give back what dropped models held: collect reference cycles (a transformers model has
-    them), then return CUDA's cached blocks to the driver when CUDA is in use. Imports nothing:
-    without torch loaded there is no tensor to free."""
-    import gc
-    import sys
-
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
-
-
 def clear_model_cache() -> None:
     """Drop the model kept by :func:`load_causal_lm` and release its memory.
 
@@ -553,6 +529,8 @@ def clear_model_cache() -> None:
     own copy) and before a vLLM evaluation (its worker process needs the memory), so at most one
     model for evaluation is held in this process: memory is released between models.
     """
+    from pytest_quant.backends.memory import release_memory
+
     _LOADED.clear()
     release_memory()
 
@@ -621,4 +599,3 @@ def load_causal_lm(
         tokenizer.pad_token = tokenizer.eos_token
     _LOADED[key] = (model, tokenizer)
     return model, tokenizer
-

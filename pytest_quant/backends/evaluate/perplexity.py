@@ -28,9 +28,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pytest_quant.config import EvaluationConfig, TaskConfig, canonical_hash
+from pytest_quant.config import EfficiencyConfig, EvaluationConfig, TaskConfig, canonical_hash
 from pytest_quant.errors import QuantConfigError
-from pytest_quant.results import TaskResult, aggregate
+from pytest_quant.results import RuntimeMeasurement, TaskResult, aggregate
 
 __all__ = ["PerplexityEvaluator", "Window", "tokenizer_vocab_hash", "windows"]
 
@@ -82,7 +82,9 @@ def windows(tokenizer: Any, text: str, seq_len: int, max_tokens: int | None = No
         q = a + len(chunk)  # global index one past the window
         if offsets is not None:
             char_start = 0 if k == 0 and bos else offsets[p]
-            char_end = offsets[q] if q < len(ids) else (len(text) if max_tokens is None or q >= len(offsets) else offsets[q])
+            char_end = (
+                offsets[q] if q < len(ids) else (len(text) if max_tokens is None or q >= len(offsets) else offsets[q])
+            )
         else:
             char_start, char_end = -1, -1  # filled from decoded text below
         out.append(Window(bos + chunk, len(bos) + first, char_start, char_end))
@@ -101,33 +103,34 @@ def _span_weight(metric: str, w: Window, text: str, tokenizer: Any) -> float:
     return float(len(span.split()))
 
 
+METRICS = ("perplexity", "word_perplexity", "bits_per_byte")
+
+
 class PerplexityEvaluator:
-    """Evaluator ``perplexity``: per-window negative log-likelihood of a text corpus."""
+    """Evaluator ``perplexity``: per-window negative log-likelihood of a text corpus.
+
+    A run holds the windows' NLLs and the weights of every metric (tokens, words, bytes), so
+    tasks reading different metrics of one corpus share it. Speed is the ``hf`` evaluator's: the
+    model is loaded the same way.
+    """
 
     name = "perplexity"
+    measures_peak_memory = True
 
-    def evaluate(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> TaskResult:
+    def __init__(self, *, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir
+
+    def run(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> dict[str, Any]:
         import torch
 
         from pytest_quant.backends.models import load_causal_lm
 
-        if task.perplexity is None:
-            raise QuantConfigError(f"task {task.name!r} has no 'perplexity' corpus", field=f"tasks.{task.name}")
-        corpus = Path(task.perplexity).expanduser()
-        if not corpus.is_file():
-            raise QuantConfigError(f"task {task.name!r}: corpus {str(corpus)!r} does not exist", field=f"tasks.{task.name}.perplexity")
-        try:
-            text = corpus.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise QuantConfigError(f"task {task.name!r}: corpus {str(corpus)!r} is not UTF-8: {exc}") from exc
-        metric = task.metric or "perplexity"
+        text, corpus = _read_corpus(task)
         model, tokenizer = load_causal_lm(model_dir, dtype=evaluation.dtype, device=evaluation.device)
         items = windows(tokenizer, text, task.seq_len, task.max_tokens)
         if not items:
             raise QuantConfigError(f"task {task.name!r}: corpus {str(corpus)!r} has too few tokens for one window")
         nll = _window_nll(model, items, evaluation.batch_size or task.batch_size, pad_id=tokenizer.pad_token_id or 0)
-        weights = tuple(_span_weight(metric, w, text, tokenizer) for w in items)
-        scores = tuple(nll)
         corpus_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
         fingerprint = canonical_hash(
             {
@@ -137,18 +140,12 @@ class PerplexityEvaluator:
                 "vocab": tokenizer_vocab_hash(tokenizer),
             }
         )
-        return TaskResult(
-            task=task.name,
-            metric=metric,
-            value=aggregate("perplexity", metric, scores, weights),
-            higher_is_better=False,
-            aggregation="perplexity",
-            item_ids=tuple(str(i) for i in range(len(items))),
-            scores=scores,
-            weights=weights,
-            stderr=None,
-            fingerprint=fingerprint,
-            meta={
+        return {
+            "format": RUN_FORMAT,
+            "scores": nll,
+            "weights": {m: [_span_weight(m, w, text, tokenizer) for w in items] for m in METRICS},
+            "fingerprint": fingerprint,
+            "meta": {
                 "corpus": str(corpus),
                 "corpus_sha256": corpus_sha[:16],
                 "seq_len": task.seq_len,
@@ -157,7 +154,57 @@ class PerplexityEvaluator:
                 "predicted_tokens": sum(w.n_predicted for w in items),
                 "torch_version": torch.__version__,
             },
+        }
+
+    @staticmethod
+    def result_from_run(run: dict[str, Any], task: TaskConfig) -> TaskResult:
+        if run.get("format") != RUN_FORMAT:
+            raise QuantConfigError(f"task {task.name!r}: not a perplexity run record ({run.get('format')!r})")
+        metric = task.metric or "perplexity"
+        scores, weights = tuple(float(v) for v in run["scores"]), tuple(float(v) for v in run["weights"][metric])
+        return TaskResult(
+            task=task.name,
+            metric=metric,
+            value=aggregate("perplexity", metric, scores, weights),
+            higher_is_better=False,
+            aggregation="perplexity",
+            item_ids=tuple(str(i) for i in range(len(scores))),
+            scores=scores,
+            weights=weights,
+            stderr=None,
+            fingerprint=run["fingerprint"],
+            meta=dict(run["meta"]),
         )
+
+    def evaluate(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> TaskResult:
+        return self.result_from_run(self.run(model_dir, task, evaluation, seed=seed), task)
+
+    def environment_versions(self, evaluation: EvaluationConfig) -> dict[str, str]:
+        return {}
+
+    def measure_runtime(
+        self, model_dir: Path, evaluation: EvaluationConfig, settings: EfficiencyConfig
+    ) -> RuntimeMeasurement:
+        from pytest_quant.backends.evaluate.lmeval_hf import LMEvalHF
+
+        return LMEvalHF(cache_dir=self.cache_dir).measure_runtime(model_dir, evaluation, settings)
+
+
+RUN_FORMAT = "pytest-quant/perplexity-run-1"
+
+
+def _read_corpus(task: TaskConfig) -> tuple[str, Path]:
+    if task.perplexity is None:
+        raise QuantConfigError(f"task {task.name!r} has no 'perplexity' corpus", field=f"tasks.{task.name}")
+    corpus = Path(task.perplexity).expanduser()
+    if not corpus.is_file():
+        raise QuantConfigError(
+            f"task {task.name!r}: corpus {str(corpus)!r} does not exist", field=f"tasks.{task.name}.perplexity"
+        )
+    try:
+        return corpus.read_text(encoding="utf-8"), corpus
+    except UnicodeDecodeError as exc:
+        raise QuantConfigError(f"task {task.name!r}: corpus {str(corpus)!r} is not UTF-8: {exc}") from exc
 
 
 def _window_nll(model: Any, items: list[Window], batch_size: int, *, pad_id: int) -> list[float]:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import random
 import shutil
 import warnings
@@ -42,12 +41,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pytest_quant.backends.protocol import write_scheme_record
 from pytest_quant.config import SchemeConfig
 from pytest_quant.errors import QuantConfigError
 
 __all__ = ["AWQ_PACK_ORDER", "AutoAWQQuantizer", "dequantize_awq_gemm", "unpack_awq_gemm"]
 
-SCHEME_FILE = "pytest_quant_scheme.json"
 AWQ_PACK_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble k of a word holds column AWQ_PACK_ORDER[k] of its 8
 BITS = 4
 # AutoAWQ's defaults, passed explicitly so the record says what ran.
@@ -68,7 +67,9 @@ def unpack_awq_gemm(packed: Any, bits: int = BITS) -> Any:
         raise ValueError(f"AWQ GEMM words are a 2-D int32 tensor, got {packed.dtype} of shape {tuple(packed.shape)}")
     per_word = 32 // bits
     # column j of a word sits in nibble AWQ_PACK_ORDER.index(j)
-    shifts = torch.tensor([bits * AWQ_PACK_ORDER.index(j) for j in range(per_word)], dtype=torch.int32, device=packed.device)
+    shifts = torch.tensor(
+        [bits * AWQ_PACK_ORDER.index(j) for j in range(per_word)], dtype=torch.int32, device=packed.device
+    )
     codes = torch.bitwise_and(torch.bitwise_right_shift(packed.unsqueeze(-1), shifts), (1 << bits) - 1)
     return codes.reshape(packed.shape[0], packed.shape[1] * per_word)
 
@@ -110,11 +111,19 @@ def _modules_to_not_convert(awq_model: Any, scheme: SchemeConfig) -> list[str]:
     for block in awq_model.get_model_layers(model):
         prefix = names[id(block)]
         linears = {rel for rel, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
-        ignored = {rel for rel, m in block.named_modules() if rel in linears and is_quant_target(f"{prefix}.{rel}", m, scheme.ignore)}
+        ignored = {
+            rel
+            for rel, m in block.named_modules()
+            if rel in linears and is_quant_target(f"{prefix}.{rel}", m, scheme.ignore)
+        }
         in_blocks |= {f"{prefix}.{rel}" for rel in linears}
         per_block.append((prefix, linears, ignored))
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name not in in_blocks and not is_quant_target(name, module, scheme.ignore):
+        if (
+            isinstance(module, torch.nn.Linear)
+            and name not in in_blocks
+            and not is_quant_target(name, module, scheme.ignore)
+        ):
             raise QuantConfigError(
                 f"backend 'autoawq' quantizes the Linear layers of the decoder blocks only; add {name!r} to 'ignore' "
                 f"(got ignore {list(scheme.ignore)})",
@@ -176,7 +185,9 @@ def _cpu_scale_search_fix() -> Iterator[None]:
 
     original = AwqQuantizer._compute_best_scale
 
-    def compute_best_scale(self: Any, x: Any, w_mean: Any, x_mean: Any, module2inspect: Any, *args: Any, **kwargs: Any) -> Any:
+    def compute_best_scale(
+        self: Any, x: Any, w_mean: Any, x_mean: Any, module2inspect: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         if next(module2inspect.parameters()).device.type != "cpu":
             return original(self, x, w_mean, x_mean, module2inspect, *args, **kwargs)
         state_dict = module2inspect.state_dict
@@ -202,7 +213,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_method(scheme: SchemeConfig) -> None:
+def _validate_method(scheme: SchemeConfig) -> None:
     w = scheme.weights
     if scheme.method != "awq" or w is None or scheme.calibration is None:
         raise QuantConfigError(
@@ -239,9 +250,15 @@ def _dense_state_dict(packed_dir: Path, group_size: int) -> tuple[dict[str, Any]
         if name.endswith(".qweight"):
             prefix = name[: -len(".qweight")]
             parts = {k: stored[f"{prefix}.{k}"] for k in ("qweight", "qzeros", "scales")}
-            dense[f"{prefix}.weight"] = dequantize_awq_gemm(parts["qweight"], parts["qzeros"], parts["scales"], group_size)
+            dense[f"{prefix}.weight"] = dequantize_awq_gemm(
+                parts["qweight"], parts["qzeros"], parts["scales"], group_size
+            )
             layers[prefix] = {
-                k: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "bytes": t.numel() * t.element_size()}
+                k: {
+                    "shape": list(t.shape),
+                    "dtype": str(t.dtype).removeprefix("torch."),
+                    "bytes": t.numel() * t.element_size(),
+                }
                 for k, t in parts.items()
             }
             continue
@@ -254,10 +271,38 @@ def _dense_state_dict(packed_dir: Path, group_size: int) -> tuple[dict[str, Any]
     return dense, summary
 
 
+def _save_dense(model_dir: Path, out_dir: Path, packed_dir: Path, group_size: int, tokenizer: Any) -> tuple[Any, dict]:
+    """Load AutoAWQ's packed checkpoint into the float32 model, dequantized, and save it dense into
+    ``out_dir`` (the packed folder is removed). Returns the model and the packed checkpoint's record."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    state, packed = _dense_state_dict(packed_dir, group_size)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # AutoAWQ saves a tied weight once (e.g. lm_head = embed_tokens): loading its twin loads it
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(params[n]) for n in state if n in params}
+    untied = [n for n in missing if n not in params or id(params[n]) not in loaded]
+    if unexpected or untied:
+        raise RuntimeError(
+            f"AutoAWQ's checkpoint does not match {model_dir}: unexpected {unexpected[:5]}, missing {untied[:5]}"
+        )
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    shutil.rmtree(packed_dir)
+    return model, packed
+
+
 class AutoAWQQuantizer:
     """Quantizer ``autoawq``: AutoAWQ's AWQ (GEMM, 4-bit, zero points), evaluated dequantized."""
 
     name = "autoawq"
+
+    def existing(self, scheme: SchemeConfig, *, source: str) -> Path | None:
+        """Nothing to use as is: this quantizer builds its folder."""
+        return None
 
     def quantize(self, model_dir: Path, scheme: SchemeConfig, out_dir: Path, *, base_dir: Path | None = None) -> None:
         """Quantize ``model_dir`` with AutoAWQ and write the dense float32 folder ``out_dir``.
@@ -265,16 +310,18 @@ class AutoAWQQuantizer:
         ``base_dir`` resolves a relative ``calibration.dataset``.
         """
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from pytest_quant.backends.calibration import calibration_windows, corpus_fingerprint
-        from pytest_quant.backends.models import check_scheme_fits, quantization_method
+        from pytest_quant.backends.models import quantization_method, validate_scheme_fits
 
-        _check_method(scheme)
+        _validate_method(scheme)
         model_dir, out_dir = Path(model_dir), Path(out_dir)
         if quantization_method(model_dir) is not None:
-            raise QuantConfigError(f"{model_dir} is already quantized ({quantization_method(model_dir)}); AWQ needs a dense model")
-        check_scheme_fits(scheme, model_dir)
+            raise QuantConfigError(
+                f"{model_dir} is already quantized ({quantization_method(model_dir)}); AWQ needs a dense model"
+            )
+        validate_scheme_fits(scheme, model_dir)
         with warnings.catch_warnings(record=True):
             # AutoAWQ announces its deprecation on import (the reason it is an optional backend) and
             # sets a global warnings filter; recording drops both
@@ -314,20 +361,7 @@ class AutoAWQQuantizer:
         del awq_model
         gc.collect()
 
-        state, packed = _dense_state_dict(packed_dir, w.group_size)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        # AutoAWQ saves a tied weight once (e.g. lm_head = embed_tokens): loading its twin loads it
-        params = dict(model.named_parameters(remove_duplicate=False))
-        loaded = {id(params[n]) for n in state if n in params}
-        untied = [n for n in missing if n not in params or id(params[n]) not in loaded]
-        if unexpected or untied:
-            raise RuntimeError(f"AutoAWQ's checkpoint does not match {model_dir}: unexpected {unexpected[:5]}, missing {untied[:5]}")
-        model.eval()
-        model.save_pretrained(out_dir, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
-        shutil.rmtree(packed_dir)
-
+        model, packed = _save_dense(model_dir, out_dir, packed_dir, w.group_size, tokenizer)
         quantized = sorted(packed["layers"])
         linears = sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
         record = {
@@ -351,4 +385,4 @@ class AutoAWQQuantizer:
             "ignored_layers": [n for n in linears if n not in packed["layers"]],
             "awq_checkpoint": packed,
         }
-        (out_dir / SCHEME_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_scheme_record(out_dir, record)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pytest_quant.config import SchemeConfig
 from pytest_quant.errors import QuantConfigError
 
-__all__ = ["resolve_checkpoint"]
+__all__ = ["CheckpointQuantizer", "resolve_checkpoint"]
 
 _WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "model*.bin", "*.pt")
 
@@ -32,25 +33,39 @@ def resolve_checkpoint(path: str | Path, source: str | None = None, *, base_dir:
     if not folder.exists():
         raise QuantConfigError(f"checkpoint folder {str(folder)!r} does not exist", source=source, field=field)
     if not folder.is_dir():
-        raise QuantConfigError(f"checkpoint {str(folder)!r} is not a folder (give the Hugging Face model folder)", source=source, field=field)
+        raise QuantConfigError(
+            f"checkpoint {str(folder)!r} is not a folder (give the Hugging Face model folder)",
+            source=source,
+            field=field,
+        )
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise QuantConfigError(f"checkpoint folder {str(folder)!r} has no config.json", source=source, field=field)
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise QuantConfigError(f"checkpoint {str(config_file)!r} is not valid JSON: {exc}", source=source, field=field) from exc
+        raise QuantConfigError(
+            f"checkpoint {str(config_file)!r} is not valid JSON: {exc}", source=source, field=field
+        ) from exc
     if not isinstance(config, dict) or "model_type" not in config:
-        raise QuantConfigError(f"checkpoint {str(config_file)!r} has no 'model_type': not a transformers config", source=source, field=field)
+        raise QuantConfigError(
+            f"checkpoint {str(config_file)!r} has no 'model_type': not a transformers config",
+            source=source,
+            field=field,
+        )
     if not any(p.is_file() for pattern in _WEIGHT_GLOBS for p in folder.glob(pattern)):
         raise QuantConfigError(
-            f"checkpoint folder {str(folder)!r} has no weights (*.safetensors or pytorch_model*.bin)", source=source, field=field
+            f"checkpoint folder {str(folder)!r} has no weights (*.safetensors or pytorch_model*.bin)",
+            source=source,
+            field=field,
         )
     qc = config.get("quantization_config")
     if qc is not None:
         if not isinstance(qc, dict) or not qc.get("quant_method"):
             raise QuantConfigError(
-                f"checkpoint {str(config_file)!r}: quantization_config has no 'quant_method'", source=source, field=field
+                f"checkpoint {str(config_file)!r}: quantization_config has no 'quant_method'",
+                source=source,
+                field=field,
             )
         method = str(qc["quant_method"])
         if method != "compressed-tensors":
@@ -58,9 +73,24 @@ def resolve_checkpoint(path: str | Path, source: str | None = None, *, base_dir:
 
             if method not in AUTO_QUANTIZER_MAPPING and method != "bitsandbytes":
                 raise QuantConfigError(
-                    f"checkpoint {str(folder)!r}: transformers cannot load quant_method {method!r}", source=source, field=field
+                    f"checkpoint {str(folder)!r}: transformers cannot load quant_method {method!r}",
+                    source=source,
+                    field=field,
                 )
-    from pytest_quant.backends.models import check_model_files
+    from pytest_quant.backends.models import validate_model_files
 
-    check_model_files(folder, what=f"checkpoint {str(folder)!r}", source=source, field=field)
+    validate_model_files(folder, what=f"checkpoint {str(folder)!r}", source=source, field=field)
     return folder.resolve()
+
+
+class CheckpointQuantizer:
+    """Quantizer ``checkpoint``: the scheme's folder, checked and used as is; nothing is built."""
+
+    name = "checkpoint"
+
+    def existing(self, scheme: SchemeConfig, *, source: str) -> Path | None:
+        assert scheme.checkpoint is not None
+        return resolve_checkpoint(Path(scheme.checkpoint), source or scheme.name)
+
+    def quantize(self, model_dir: Path, scheme: SchemeConfig, out_dir: Path) -> None:
+        raise QuantConfigError(f"scheme {scheme.name!r} is a checkpoint, loaded as is: nothing to quantize")

@@ -28,19 +28,17 @@ twice gives bit-identical weights (tested).
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pytest_quant.backends.protocol import write_scheme_record
 from pytest_quant.config import ActivationsConfig, SchemeConfig, WeightsConfig
 from pytest_quant.errors import QuantConfigError
 
 __all__ = ["LLMCompressorQuantizer", "build_recipe", "quantization_scheme"]
-
-SCHEME_FILE = "pytest_quant_scheme.json"
 
 
 def _weights_args(w: WeightsConfig) -> Any:
@@ -61,7 +59,9 @@ def _activation_args(a: ActivationsConfig) -> Any:
 
     kind = QuantizationType.FLOAT if a.type == "float" else QuantizationType.INT
     if a.dynamic:  # scales computed per token at run time: no calibration needed
-        return QuantizationArgs(num_bits=a.bits, type=kind, symmetric=True, strategy=QuantizationStrategy.TOKEN, dynamic=True)
+        return QuantizationArgs(
+            num_bits=a.bits, type=kind, symmetric=True, strategy=QuantizationStrategy.TOKEN, dynamic=True
+        )
     # one static scale per tensor, the running min/max over the calibration data (as the FP8 preset)
     return QuantizationArgs(
         num_bits=a.bits,
@@ -107,7 +107,9 @@ def build_recipe(scheme: SchemeConfig) -> list[Any]:
         if scheme.weight_rounding == "rtn":  # the SmoothQuant paper's recipe: smooth, then round to nearest
             return [smooth, QuantizationModifier(config_groups=groups, ignore=ignore)]
         return [smooth, GPTQModifier(config_groups=groups, ignore=ignore, dampening_frac=scheme.dampening_frac or 0.01)]
-    raise QuantConfigError(f"llm-compressor backend has no recipe for method {m!r}", field=f"schemes.{scheme.name}.method")
+    raise QuantConfigError(
+        f"llm-compressor backend has no recipe for method {m!r}", field=f"schemes.{scheme.name}.method"
+    )
 
 
 def _needs_data(scheme: SchemeConfig) -> bool:
@@ -138,11 +140,11 @@ def _cpu_awq_pinning_workaround() -> Iterator[None]:
     from llmcompressor.pipelines.cache import IntermediatesCache
 
     original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None  # type: ignore[method-assign]
+    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None
     try:
         yield
     finally:
-        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
+        IntermediatesCache.pin_memory = original
 
 
 def _seed_everything(seed: int) -> None:
@@ -159,6 +161,10 @@ class LLMCompressorQuantizer:
 
     name = "llmcompressor"
 
+    def existing(self, scheme: SchemeConfig, *, source: str) -> Path | None:
+        """Nothing to use as is: this quantizer builds its folder."""
+        return None
+
     def quantize(self, model_dir: Path, scheme: SchemeConfig, out_dir: Path, *, base_dir: Path | None = None) -> None:
         """Quantize ``model_dir`` into ``out_dir`` (a compressed-tensors checkpoint + tokenizer).
 
@@ -169,11 +175,11 @@ class LLMCompressorQuantizer:
         from transformers import AutoTokenizer
 
         from pytest_quant.backends.calibration import calibration_dataset, corpus_fingerprint
-        from pytest_quant.backends.models import check_scheme_fits
+        from pytest_quant.backends.models import validate_scheme_fits
 
         if scheme.method is None:
             raise QuantConfigError(f"scheme {scheme.name!r} is a checkpoint, not something to quantize")
-        check_scheme_fits(scheme, model_dir)
+        validate_scheme_fits(scheme, model_dir)
         model_dir, out_dir = Path(model_dir), Path(out_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         calib = scheme.calibration if _needs_data(scheme) else None
@@ -193,7 +199,9 @@ class LLMCompressorQuantizer:
         try:
             with _cpu_awq_pinning_workaround(), warnings.catch_warnings():
                 # llm-compressor keeps the model under its own offloading wrapper; saving it is fine
-                warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded", category=UserWarning)
+                warnings.filterwarnings(
+                    "ignore", message="Attempting to save a model with offloaded", category=UserWarning
+                )
                 oneshot(
                     model=str(model_dir),
                     tokenizer=tokenizer,
@@ -215,4 +223,4 @@ class LLMCompressorQuantizer:
             "calibration_corpus": corpus_fingerprint(calib, base_dir=base_dir) if calib is not None else None,
             "source_model": str(model_dir),
         }
-        (out_dir / SCHEME_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_scheme_record(out_dir, record)

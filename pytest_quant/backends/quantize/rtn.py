@@ -10,15 +10,13 @@ done (scheme, layers, bits, group size).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from pytest_quant.backends.protocol import write_scheme_record
 from pytest_quant.config import SchemeConfig
 from pytest_quant.errors import QuantConfigError
 
-__all__ = ["ReferenceQuantizer", "SCHEME_FILE"]
-
-SCHEME_FILE = "pytest_quant_scheme.json"
+__all__ = ["ReferenceQuantizer"]
 
 
 class ReferenceQuantizer:
@@ -26,11 +24,15 @@ class ReferenceQuantizer:
 
     name = "reference"
 
+    def existing(self, scheme: SchemeConfig, *, source: str) -> Path | None:
+        """Nothing to use as is: this quantizer builds its folder."""
+        return None
+
     def quantize(self, model_dir: Path, scheme: SchemeConfig, out_dir: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from pytest_quant.backends.models import check_scheme_fits, is_quant_target, quantization_method
+        from pytest_quant.backends.models import is_quant_target, quantization_method, validate_scheme_fits
         from pytest_quant.primitives import rtn_fake_quantize_weight
 
         w = scheme.weights
@@ -42,8 +44,10 @@ class ReferenceQuantizer:
             )
         model_dir, out_dir = Path(model_dir), Path(out_dir)
         if quantization_method(model_dir) is not None:
-            raise QuantConfigError(f"{model_dir} is already quantized ({quantization_method(model_dir)}); RTN needs a dense model")
-        check_scheme_fits(scheme, model_dir)
+            raise QuantConfigError(
+                f"{model_dir} is already quantized ({quantization_method(model_dir)}); RTN needs a dense model"
+            )
+        validate_scheme_fits(scheme, model_dir)
 
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         model.eval()
@@ -66,7 +70,9 @@ class ReferenceQuantizer:
                     skipped.append(name)
                     continue
                 module.weight.copy_(
-                    rtn_fake_quantize_weight(module.weight, w.bits, w.symmetric, group_size=w.group_size, per_channel=True)
+                    rtn_fake_quantize_weight(
+                        module.weight, w.bits, w.symmetric, group_size=w.group_size, per_channel=True
+                    )
                 )
                 done.append(name)
         if not done:
@@ -83,4 +89,4 @@ class ReferenceQuantizer:
             "ignored_layers": skipped,
             "source_model": str(model_dir),
         }
-        (out_dir / SCHEME_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_scheme_record(out_dir, record)

