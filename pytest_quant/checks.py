@@ -18,7 +18,7 @@ from pytest_quant.evaluation import baseline, evaluate, runtime
 from pytest_quant.results import RuntimeMeasurement, TaskResult
 from pytest_quant.session import QuantSession
 from pytest_quant.suite import Check
-from pytest_quant.verdict import Outcome, both, judge, judge_efficiency, judge_floor
+from pytest_quant.verdict import Outcome, both, judge, judge_efficiency, judge_floor, judge_pooled
 
 
 def stamp(
@@ -54,7 +54,14 @@ def error_row(
     suite: SuiteConfig, check: Check, error: BaseException, *, source: str, item: str, position: int
 ) -> dict[str, Any]:
     """The row of a check that could not be judged (its error is the item's failure)."""
-    row = {"verdict": "error", "error": str(error), "task": check.task, "budget": str(check.budget.claim)}
+    task = check.task if not check.pool else f"pool({'+'.join(check.pool)})"
+    row = {"verdict": "error", "error": str(error), "task": task, "budget": str(check.budget.claim)}
+    return _stamp_check(row, suite, check, source=source, item=item, position=position)
+
+
+def _stamp_check(
+    row: dict[str, Any], suite: SuiteConfig, check: Check, *, source: str, item: str, position: int
+) -> dict[str, Any]:
     return stamp(
         row,
         suite=suite.name or source,
@@ -76,17 +83,9 @@ def run_check(
     else:
         mode = session.resolve_mode(budget.mode, suite.mode)
         confidence = session.resolve_confidence(budget.confidence, suite.confidence)
-        judged = _floor if budget.min_value is not None else _paired
+        judged = _floor if budget.min_value is not None else (_pooled if check.pool else _paired)
         outcome = judged(session, suite, check, mode=mode, confidence=confidence, source=source)
-    stamp(
-        outcome.row,
-        suite=suite.name or source,
-        model=suite.model.name,
-        scheme=scheme_label(suite, check),
-        item=item,
-        position=position,
-        budget_name=check.name,
-    )
+    _stamp_check(outcome.row, suite, check, source=source, item=item, position=position)
     return outcome
 
 
@@ -113,7 +112,7 @@ def _paired(
             _result(session, suite, cmp.worse, task, source),
             _result(session, suite, cmp.better, task, source),
         )
-        return judge(
+        outcome = judge(
             reference,
             candidate,
             threshold=cmp.margin,
@@ -125,6 +124,8 @@ def _paired(
             seed=suite.seed,
             across_models=cmp.worse in suite.references or cmp.better in suite.references,
         )
+        outcome.row["compared_weights"] = _compared_weights(session, suite, outcome.row, cmp.better, cmp.worse, source)
+        return outcome
     scheme = str(check.scheme)
     reference, candidate = (
         _result(session, suite, BASELINE, task, source),
@@ -143,6 +144,41 @@ def _paired(
     )
     outcome.row.update(weight_columns(session, suite.model, suite.schemes[scheme], source=source))
     return outcome
+
+
+def _pooled(
+    session: QuantSession, suite: SuiteConfig, check: Check, *, mode: Mode, confidence: float, source: str
+) -> Outcome:
+    """A loss budget (or comparison) judged once on the macro average over the budget's tasks."""
+    budget = check.budget
+    cmp = budget.compare
+    worse, better = (cmp.worse, cmp.better) if cmp is not None else (BASELINE, str(check.scheme))
+    pairs = [
+        (_result(session, suite, worse, t, source), _result(session, suite, better, t, source)) for t in check.pool
+    ]
+    return judge_pooled(
+        pairs,
+        threshold=cmp.margin if cmp is not None else budget.threshold,
+        mode=mode,
+        confidence=confidence,
+        ref_label=worse,
+        cand_label=better,
+        across_models=cmp is not None and (cmp.worse in suite.references or cmp.better in suite.references),
+    )
+
+
+def _compared_weights(
+    session: QuantSession, suite: SuiteConfig, row: dict[str, Any], better: str, worse: str, source: str
+) -> dict[str, list[float]]:
+    """``{scheme: [value, weight bytes]}`` for the sides of a comparison that are schemes of the suite's model
+    (the Pareto plot shows them even where no budget judges them against the baseline)."""
+    out: dict[str, list[float]] = {}
+    for name, value in ((better, row.get("value")), (worse, row.get("baseline"))):
+        scheme = suite.schemes.get(name)
+        weight = weight_columns(session, suite.model, scheme, source=source).get("weight_bytes") if scheme else None
+        if weight is not None and value is not None:
+            out[name] = [float(value), float(weight)]
+    return out
 
 
 def _floor(

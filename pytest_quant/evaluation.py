@@ -35,6 +35,14 @@ from pytest_quant.session import QuantSession
 EVAL_LIBS = ("lm_eval", "torch", "transformers", "vllm")
 PROVENANCE_LIBS = ("pytest-quant", "lm_eval", "torch", "transformers", "llmcompressor", "compressed-tensors", "vllm")
 RUNTIME_RECORD = 2  # bump when what a cached speed measurement holds changes
+# backend_args that change how fast or where an evaluation runs, never what it scores: left out of
+# the baseline's identity. Every other key (max_model_len, add_bos_token, kv_cache_dtype, dtype,
+# tensor_parallel_size, enforce_eager, ...) can change the numbers, and a change of it makes a
+# stored baseline stale. Unknown keys count as numerics-changing: stale rather than silently paired.
+OPERATIONAL_BACKEND_ARGS = frozenset({
+    "gpu_memory_utilization", "kv_cache_memory_bytes", "swap_space", "cpu_offload_gb", "max_num_seqs",
+    "distributed_executor_backend", "disable_log_stats", "timeout_s", "python", "env",
+})  # fmt: skip
 
 
 def _hash_path(path: Path) -> str:
@@ -61,15 +69,41 @@ def effective_evaluation(session: QuantSession, evaluation: EvaluationConfig) ->
     return evaluation.model_copy(update=update)
 
 
-def task_identity(task: TaskConfig, evaluation: EvaluationConfig) -> dict[str, Any]:
-    """What defines the task's items and prompts (stored in baselines, part of cache keys)."""
+def task_identity(
+    task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0, chat_template: str | None = None
+) -> dict[str, Any]:
+    """Everything that decides what a task measures: its items, prompts and metric (task settings,
+    the hashes of a corpus or local task folder, the chat template's text when one is applied), the
+    few-shot seed, and the evaluation's numerics (backend, device, dtype, the backend arguments
+    that are not purely operational). Stored with a baseline, which is stale when any of it
+    changes; part of every result's cache key. Batch size and memory shares are left out."""
     ident = task.fingerprint_payload()
     if task.perplexity is not None:
         ident["perplexity"] = "sha:" + _hash_path(Path(task.perplexity))
     if task.include_path is not None:
         ident["include_path"] = "sha:" + _hash_path(Path(task.include_path))
     ident["backend"] = "perplexity" if task.kind == "perplexity" else evaluation.backend
+    ident["seed"] = seed
+    ident["device"] = evaluation.device
+    ident["dtype"] = evaluation.dtype
+    ident["backend_args"] = {
+        k: v for k, v in sorted(evaluation.backend_args.items()) if k not in OPERATIONAL_BACKEND_ARGS
+    }
+    if task.apply_chat_template:
+        ident["chat_template"] = None if chat_template is None else "sha:" + _hash_text(chat_template)
     return ident
+
+
+def _hash_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _chat_template(session: QuantSession, model: ModelConfig, task: TaskConfig) -> str | None:
+    if not task.apply_chat_template:
+        return None
+    from pytest_quant.backends.models import chat_template_text
+
+    return chat_template_text(resolve_model(session, model).path)
 
 
 def _oom_texts(target: str, task: TaskConfig, evaluation: EvaluationConfig) -> tuple[str, str]:
@@ -106,7 +140,7 @@ def evaluate(
     ident = {
         "model": resolve_model(session, model).fingerprint,
         "artifact": None if scheme is None else artifact_identity(session, model, scheme, model_dir),
-        "task": task_identity(task, evaluation),
+        "task": task_identity(task, evaluation, seed=seed, chat_template=_chat_template(session, model, task)),
         "evaluation": evaluation.model_dump(mode="json"),
         "seed": seed,
         "libs": library_versions(EVAL_LIBS),
@@ -142,12 +176,12 @@ def evaluate(
 
 
 def expectation(
-    session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig
+    session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0
 ) -> Expectation:
     """What a stored baseline of ``task`` must match to be used now."""
     evaluation = effective_evaluation(session, evaluation)
     return Expectation(
-        task_config=task_identity(task, evaluation),
+        task_config=task_identity(task, evaluation, seed=seed, chat_template=_chat_template(session, model, task)),
         model_fingerprint=resolve_model(session, model).fingerprint,
         versions=library_versions(PROVENANCE_LIBS),
     )
@@ -157,7 +191,7 @@ def baseline(
     session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0
 ) -> TaskResult:
     """The stored unquantized result for ``task`` (written first under --quant-update-baselines)."""
-    expect = expectation(session, model, task, evaluation)
+    expect = expectation(session, model, task, evaluation, seed=seed)
     store = session.store
     if session.options.update_baselines:
         result = evaluate(session, model, None, task, evaluation, seed=seed)

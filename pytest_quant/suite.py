@@ -135,6 +135,7 @@ class Check:
     scheme: str | None  # None for compare budgets; 'baseline' for a min_value floor on the model as is
     name: str
     line: int | None
+    pool: tuple[str, ...] = ()  # a pooled budget's tasks (then ``task`` is None): one check over all of them
 
 
 def expand_checks(suite: SuiteConfig, lines: dict[tuple[Any, ...], int] | None = None) -> list[Check]:
@@ -148,6 +149,12 @@ def expand_checks(suite: SuiteConfig, lines: dict[tuple[Any, ...], int] | None =
         tasks = budget.tasks if budget.tasks is not None else tuple(suite.tasks)
         line = line_for(lines, ("budgets", i))
         pairs: list[tuple[str | None, str | None]]
+        if budget.pool:
+            pool = tuple(tasks)
+            for scheme in (None,) if budget.compare is not None else (budget.schemes or tuple(suite.schemes)):
+                name = f"{label}[{scheme}-pooled]" if scheme else f"{label}[pooled]"
+                checks.append(Check(i, budget, None, scheme, name, line, pool))
+            continue
         if budget.compare is not None:
             pairs = [(None, t) for t in tasks]
         elif budget.efficiency is not None:

@@ -1,21 +1,44 @@
 """From two results and a budget to a verdict a release manager can read.
 
-Logic layer: aligns the candidate's items with the reference's (same items or
-an error), runs the paired statistics and writes the explanation.
+Logic layer: aligns the candidate's items with the reference's (same items or an error), runs
+the paired statistics and writes the explanation. Every verdict carries its **evidence**, what
+the data support whatever the mode: ``within`` (the upper bound is within budget: shown),
+``violated`` (the lower bound is beyond it: shown), or ``inconclusive`` (neither; with the number
+of items that would decide it, if the loss and its spread stay as measured). The pytest outcome
+follows the mode: ``gate`` passes only on ``within``, ``alarm`` fails only on ``violated``,
+``point`` compares the estimate.
+
+Nothing that cannot be judged passes: empty or inconsistent results, non-finite values or
+bounds, non-positive weights, a unit that does not fit the metric and a relative budget against
+a zero baseline are :class:`~pytest_quant.errors.ResultError`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pytest_quant.budget import MemoryLimit, Mode, Ratio, Threshold, ValueFloor, format_bytes
 from pytest_quant.errors import ResultError
 from pytest_quant.results import TaskResult
-from pytest_quant.stats import Degradation, clopper_pearson, paired_degradation
+from pytest_quant.stats import (
+    MIN_CONTINUOUS_ITEMS,
+    MIN_ITEMS_NOTE,
+    Degradation,
+    clopper_pearson,
+    items_to_decide,
+    paired_degradation,
+    studentized_bounds,
+)
 
 _EPS = 1e-12
+Evidence = Literal["within", "violated", "inconclusive"]
+EVIDENCE_TEXT = {
+    "within": "within budget (shown)",
+    "violated": "budget violated (shown)",
+    "inconclusive": "inconclusive: no violation shown, within budget not shown",
+}
 
 
 @dataclass(frozen=True)
@@ -25,40 +48,71 @@ class Verdict:
     limit: float  # the tolerated degradation, in the units of the Degradation
     statistic: float  # the number compared with the limit (estimate, lower or upper bound)
     reason: str
+    evidence: Evidence = "inconclusive"
+    items_needed: float | None = None  # for an inconclusive verdict: items that would decide it
+    evidence_note: str = ""  # why it is inconclusive / what would decide it
+
+    @property
+    def evidence_line(self) -> str:
+        """``evidence: ...`` as the explanation prints it."""
+        return f"evidence: {EVIDENCE_TEXT[self.evidence]}" + (f"; {self.evidence_note}" if self.evidence_note else "")
+
+
+def evidence_of(lower: float, upper: float, limit: float, trusted: bool = True) -> Evidence:
+    """What bounds on a loss say about a tolerated ``limit`` (nothing, when they are not trusted)."""
+    if not trusted:
+        return "inconclusive"
+    if lower > limit + _EPS:
+        return "violated"
+    return "within" if upper <= limit + _EPS else "inconclusive"
 
 
 def decide(degradation: Degradation, limit: float, mode: Mode) -> Verdict:
-    """Turn a degradation and a tolerated loss into a verdict.
+    """Turn a degradation and a tolerated loss into a verdict (see the module docstring).
 
-    - ``point``: the estimate alone must be within the limit (what single-number CI gates do).
-    - ``alarm``: fail only when the loss exceeds the limit with confidence (lower bound > limit);
-      an underpowered run passes. For pre-merge checks that must not cry wolf.
-    - ``gate``: pass only when the loss is within the limit with confidence (upper bound <= limit);
-      an underpowered run fails. For release gates that must not let a regression through.
+    Non-finite numbers never pass, in any mode: they are a ResultError.
     """
     d = degradation
+    values = {"estimate": d.estimate, "lower bound": d.lower, "upper bound": d.upper, "budget": limit}
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        raise ResultError(f"the loss cannot be judged: {', '.join(f'{k} {v!r}' for k, v in bad.items())}")
+    evidence = evidence_of(d.lower, d.upper, limit, d.trusted)
+    needed = items_to_decide(d, limit) if evidence == "inconclusive" and d.trusted else None
+    c = f"{d.confidence:.0%}"
     if mode == "point":
-        stat, ok = d.estimate, d.estimate <= limit + _EPS
-        why = "estimate" + (" <= " if ok else " > ") + "budget"
+        ok = d.estimate <= limit + _EPS
+        stat, why = d.estimate, "estimate" + (" <= " if ok else " > ") + "budget"
     elif mode == "alarm":
-        stat, ok = d.lower, not (d.lower > limit + _EPS)
-        why = (
-            f"{d.confidence:.0%} lower bound"
-            + (" <= " if ok else " > ")
-            + "budget"
-            + ("" if ok else ": the loss exceeds the budget with confidence")
+        ok = evidence != "violated"
+        stat = d.lower
+        why = f"{c} lower bound" + (
+            " > budget: the loss exceeds the budget with confidence" if not ok else " <= budget"
         )
     elif mode == "gate":
-        stat, ok = d.upper, d.upper <= limit + _EPS
-        why = (
-            f"{d.confidence:.0%} upper bound"
-            + (" <= " if ok else " > ")
-            + "budget"
-            + ("" if ok else ": the data cannot show the loss is within budget")
-        )
+        ok = evidence == "within"
+        stat = d.upper
+        if ok:
+            why = f"{c} upper bound <= budget: the loss is within budget with confidence"
+        elif evidence == "violated":
+            why = f"{c} lower bound > budget: the loss exceeds the budget with confidence"
+        else:
+            why = f"{c} upper bound > budget: the data cannot show the loss is within budget"
     else:
         raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
-    return Verdict(ok, mode, limit, stat, why)
+    note = ""
+    if not d.trusted:
+        note = f"{d.n} items are too few to decide: {MIN_ITEMS_NOTE}"
+    elif needed is not None:
+        note = _needed_text(needed, d)
+    return Verdict(ok, mode, limit, stat, why, evidence, needed, note)
+
+
+def _needed_text(needed: float, d: Degradation) -> str:
+    if not math.isfinite(needed):
+        return "no number of items decides it while the loss sits on the budget"
+    at = f"at the measured flip rate ({d.flip_rate:.1%})" if d.flip_rate is not None else "at the measured spread"
+    return f"about {int(needed)} items would decide it {at}, if the loss stays at its estimate"
 
 
 @dataclass(frozen=True)
@@ -71,23 +125,34 @@ class Outcome:
 
 
 def validate_result(result: TaskResult, label: str) -> None:
-    """Refuse results that must never pass: empty, non-finite, inconsistent."""
+    """Refuse results that must never pass: empty, non-finite, inconsistent, weights that are not positive."""
     if result.n == 0:
         raise ResultError(f"{label}: task {result.task!r} produced no items (was it skipped by the evaluator?)")
     if not math.isfinite(result.value):
         raise ResultError(f"{label}: task {result.task!r} metric {result.metric!r} is {result.value!r}")
     if len(result.item_ids) != result.n:
         raise ResultError(f"{label}: task {result.task!r} has {len(result.item_ids)} item ids for {result.n} scores")
+    if len(set(result.item_ids)) != result.n:
+        raise ResultError(f"{label}: task {result.task!r} lists an item twice; items must be unique")
     bad = [i for i, s in zip(result.item_ids, result.scores, strict=True) if not math.isfinite(s)]
     if bad:
         raise ResultError(
             f"{label}: task {result.task!r} has non-finite scores for {len(bad)} item(s), e.g. {bad[0]!r}"
         )
+    if result.weights is not None:
+        if len(result.weights) != result.n:
+            raise ResultError(f"{label}: task {result.task!r} has {len(result.weights)} weights for {result.n} scores")
+        wrong = [i for i, w in zip(result.item_ids, result.weights, strict=True) if not (math.isfinite(w) and w > 0)]
+        if wrong:
+            raise ResultError(
+                f"{label}: task {result.task!r} has {len(wrong)} item(s) whose weight (tokens, words or bytes) is "
+                f"not a positive number, e.g. {wrong[0]!r}: such an item cannot enter a perplexity"
+            )
 
 
 def align(
     reference: TaskResult, candidate: TaskResult, ref_label: str, cand_label: str, *, across_models: bool = False
-):
+) -> tuple[list[float], list[float], tuple[float, ...] | None, list[float] | None]:
     """Per-item arrays of both results in the reference's item order (same items or an error).
 
     ``across_models``: the two results come from different models, so prompts may differ where
@@ -102,25 +167,7 @@ def align(
             f"{cand_label} reports {candidate.metric!r} ({candidate.aggregation}) but {ref_label} "
             f"reports {reference.metric!r} ({reference.aggregation})"
         )
-    ref_docs, cand_docs = reference.meta.get("items_fingerprint"), candidate.meta.get("items_fingerprint")
-    if across_models and ref_docs and cand_docs:
-        if ref_docs != cand_docs:
-            raise ResultError(
-                f"{cand_label} and {ref_label} were evaluated on different documents for task {reference.task!r} "
-                f"(items fingerprint {cand_docs} != {ref_docs}); a paired comparison needs the same items"
-            )
-    elif across_models and reference.meta.get("windows") is not None and reference.fingerprint != candidate.fingerprint:
-        raise ResultError(
-            f"{cand_label} and {ref_label} cannot be paired on corpus-perplexity task {reference.task!r}: its items "
-            "are windows of each model's own tokens and the two tokenizers differ; compare the models on an lm-eval "
-            "task (e.g. lambada_openai's perplexity, which scores the same words for every tokenizer)"
-        )
-    elif reference.fingerprint and candidate.fingerprint and reference.fingerprint != candidate.fingerprint:
-        raise ResultError(
-            f"{cand_label} and {ref_label} were evaluated on different items or prompts for task "
-            f"{reference.task!r} (fingerprint {candidate.fingerprint} != {reference.fingerprint}); "
-            "a paired comparison needs the same items"
-        )
+    _same_items(reference, candidate, ref_label, cand_label, across_models)
     pos = {item: i for i, item in enumerate(candidate.item_ids)}
     missing = [item for item in reference.item_ids if item not in pos]
     if missing:
@@ -140,10 +187,51 @@ def align(
     return list(reference.scores), cand_scores, reference.weights, cand_weights
 
 
+def _same_items(reference: TaskResult, candidate: TaskResult, ref_label: str, cand_label: str, across: bool) -> None:
+    ref_docs, cand_docs = reference.meta.get("items_fingerprint"), candidate.meta.get("items_fingerprint")
+    if across and ref_docs and cand_docs:
+        if ref_docs != cand_docs:
+            raise ResultError(
+                f"{cand_label} and {ref_label} were evaluated on different documents for task {reference.task!r} "
+                f"(items fingerprint {cand_docs} != {ref_docs}); a paired comparison needs the same items"
+            )
+    elif across and reference.meta.get("windows") is not None and reference.fingerprint != candidate.fingerprint:
+        raise ResultError(
+            f"{cand_label} and {ref_label} cannot be paired on corpus-perplexity task {reference.task!r}: its items "
+            "are windows of each model's own tokens and the two tokenizers differ; compare the models on an lm-eval "
+            "task (e.g. lambada_openai's perplexity, which scores the same words for every tokenizer)"
+        )
+    elif reference.fingerprint and candidate.fingerprint and reference.fingerprint != candidate.fingerprint:
+        raise ResultError(
+            f"{cand_label} and {ref_label} were evaluated on different items or prompts for task "
+            f"{reference.task!r} (fingerprint {candidate.fingerprint} != {reference.fingerprint}); "
+            "a paired comparison needs the same items"
+        )
+
+
 def _fmt(value: float, relative: bool, perplexity: bool) -> str:
     if relative:
         return f"{value * 100:+.2f}%"
     return f"{value * 100:+.2f}pp" if not perplexity else f"{value:+.4g}"
+
+
+def _validate_unit(reference: TaskResult, candidate: TaskResult, threshold: Threshold | None) -> None:
+    """Units are never guessed: points (``pp``) are points of a 0..1 metric, nothing else."""
+    if threshold is None or threshold.kind != "absolute":
+        return
+    proportion = reference.aggregation == "mean" and all(
+        0.0 <= s <= 1.0 for s in (*reference.scores, *candidate.scores)
+    )
+    if not proportion:
+        what = (
+            "a perplexity-type metric (lower is better, no 0..1 scale)"
+            if reference.aggregation == "perplexity"
+            else "not a 0..1 proportion (its per-item scores leave [0, 1])"
+        )
+        raise ResultError(
+            f"budget {threshold} on task {reference.task!r}: 'pp' means percentage points of a 0..1 metric, and "
+            f"{reference.metric!r} is {what}; state the budget relative to the baseline in '%'"
+        )
 
 
 def judge(
@@ -161,36 +249,49 @@ def judge(
 ) -> Outcome:
     """Is ``candidate`` within ``threshold`` of ``reference`` (``None`` = no worse at all)?"""
     ref_s, cand_s, ref_w, cand_w = align(reference, candidate, ref_label, cand_label, across_models=across_models)
+    _validate_unit(reference, candidate, threshold)
     perplexity = reference.aggregation == "perplexity"
     relative = perplexity or (threshold is not None and threshold.kind == "relative")
-    deg = paired_degradation(
-        ref_s,
-        cand_s,
-        higher_is_better=reference.higher_is_better,
-        aggregation=reference.aggregation,
-        metric=reference.metric,
-        reference_weights=ref_w,
-        candidate_weights=cand_w,
-        relative=relative,
-        confidence=confidence,
-        method=method,
-        seed=seed,
-    )
-    limit = 0.0 if threshold is None else threshold.value
-    verdict = decide(deg, limit, mode)
+    try:
+        deg = paired_degradation(
+            ref_s, cand_s, higher_is_better=reference.higher_is_better, aggregation=reference.aggregation,
+            metric=reference.metric, reference_weights=ref_w, candidate_weights=cand_w, relative=relative,
+            confidence=confidence, method=method, seed=seed,
+        )  # fmt: skip
+    except ZeroDivisionError:
+        raise ResultError(
+            f"budget {threshold} on task {reference.task!r} is relative to {ref_label}'s value, which is 0 on these "
+            f"{reference.n} items: nothing can be lost relative to it. State the budget in points (pp) instead"
+        ) from None
+    except ValueError as exc:
+        raise ResultError(f"{cand_label} vs {ref_label} on task {reference.task!r}: {exc}") from None
+    verdict = decide(deg, 0.0 if threshold is None else threshold.value, mode)
+    return _paired_outcome(reference, candidate, deg, verdict, threshold, ref_label, cand_label, perplexity)
+
+
+def _paired_outcome(
+    reference: TaskResult,
+    candidate: TaskResult,
+    deg: Degradation,
+    verdict: Verdict,
+    threshold: Threshold | None,
+    ref_label: str,
+    cand_label: str,
+    perplexity: bool,
+) -> Outcome:
     budget_text = "no loss" if threshold is None else str(threshold)
+    relative = deg.relative
     drop = _fmt(deg.estimate, relative, perplexity)
     lo, hi = _fmt(deg.lower, relative, perplexity), _fmt(deg.upper, relative, perplexity)
-    flips = ""
-    if deg.worse_items is not None:
-        flips = f"; items worse/better: {deg.worse_items}/{deg.better_items}"
+    flips = "" if deg.worse_items is None else f"; items worse/better: {deg.worse_items}/{deg.better_items}"
     lines = [
-        f"{'PASS' if verdict.passed else 'FAIL'} [{mode}] {cand_label} vs {ref_label} on {reference.task} "
+        f"{'PASS' if verdict.passed else 'FAIL'} [{verdict.mode}] {cand_label} vs {ref_label} on {reference.task} "
         f"({reference.metric}, n={deg.n})",
         f"  {ref_label}: {deg.reference_value:.4f}   {cand_label}: {deg.candidate_value:.4f}   "
         f"recovery: {deg.recovery * 100:.2f}%",
-        f"  loss: {drop}  one-sided {confidence:.0%} bounds [{lo}, {hi}] ({deg.method}{flips})",
+        f"  loss: {drop}  one-sided {deg.confidence:.0%} bounds [{lo}, {hi}] ({deg.method}{flips})",
         f"  budget: loss <= {budget_text}; {verdict.reason}",
+        f"  {verdict.evidence_line}",
     ]
     substituted = candidate.meta.get("split_substituted") or reference.meta.get("split_substituted")
     if substituted:
@@ -198,39 +299,34 @@ def judge(
     if deg.recovery > 1 and verdict.passed:
         lines.append("  (recovery above 100% is noise in the candidate's favour, not an improvement to claim)")
     row = {
-        "task": reference.task,
-        "metric": reference.metric,
-        "baseline": deg.reference_value,
-        "value": deg.candidate_value,
-        "drop": deg.estimate,
-        "ci_low": deg.lower,
-        "ci_high": deg.upper,
-        "relative": relative,
-        "recovery": deg.recovery,
-        "n": deg.n,
-        "budget": budget_text,
-        "mode": mode,
-        "confidence": confidence,
-        "method": deg.method,
-        "verdict": "pass" if verdict.passed else "fail",
-    }
+        "task": reference.task, "metric": reference.metric, "baseline": deg.reference_value,
+        "value": deg.candidate_value, "drop": deg.estimate, "ci_low": deg.lower, "ci_high": deg.upper,
+        "relative": relative, "recovery": deg.recovery, "higher_is_better": deg.higher_is_better, "n": deg.n,
+        "budget": budget_text, "mode": verdict.mode, "confidence": deg.confidence, "method": deg.method,
+        "verdict": "pass" if verdict.passed else "fail", "evidence": verdict.evidence,
+        "items_needed": _count(verdict.items_needed), "flip_rate": deg.flip_rate,
+        "spread": deg.spread if math.isfinite(deg.spread) else None,
+    }  # fmt: skip
     if substituted:
         row["split_substituted"] = list(substituted)
     return Outcome(verdict.passed, "\n".join(lines), row, deg, verdict)
 
 
-def _mean_bounds(scores: tuple[float, ...], confidence: float) -> tuple[float, float, str]:
-    """One-sided bounds (each at ``confidence``) on the mean of one model's per-item scores."""
+def _count(needed: float | None) -> int | None:
+    return int(needed) if needed is not None and math.isfinite(needed) else None
+
+
+def _mean_bounds(scores: tuple[float, ...], confidence: float, seed: int) -> tuple[float, float, str, bool]:
+    """One-sided bounds (each at ``confidence``) on the mean of one model's per-item scores, and
+    whether they are trusted (Clopper-Pearson for 0/1 scores; a bootstrap-t otherwise)."""
     n = len(scores)
     if all(s in (0.0, 1.0) for s in scores):
         lo, hi = clopper_pearson(int(round(sum(scores))), n, confidence)
-        return lo, hi, "clopper-pearson"
-    from statistics import NormalDist
+        return lo, hi, "clopper-pearson", True
+    import numpy as np
 
-    mean = sum(scores) / n
-    sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1)) if n > 1 else math.inf
-    half = NormalDist().inv_cdf(confidence) * sd / math.sqrt(n)
-    return mean - half, mean + half, "normal"
+    lo, hi = studentized_bounds(np.asarray(scores), confidence, seed=seed)
+    return lo, hi, "bootstrap-t", n >= MIN_CONTINUOUS_ITEMS
 
 
 def judge_floor(
@@ -240,6 +336,7 @@ def judge_floor(
     mode: Mode,
     confidence: float,
     cand_label: str = "model",
+    seed: int = 0,
 ) -> Outcome:
     """Is ``candidate``'s own value at least ``floor``? Not paired: the reference is one recorded number.
 
@@ -255,23 +352,41 @@ def judge_floor(
             f"{'higher' if candidate.higher_is_better else 'lower'} is better)"
         )
     value, limit = candidate.value, floor.floor
-    lo, hi, method = _mean_bounds(candidate.scores, confidence)
-    eps = 1e-12
+    lo, hi, method, trusted = _mean_bounds(candidate.scores, confidence, seed)
+    # As a loss below the floor: violated when even the upper bound is below it, within when the lower one reaches it.
+    evidence = evidence_of(limit - hi, limit - lo, 0.0, trusted)
     if mode == "point":
-        ok, why = value >= limit - eps, "value" + (" >= " if value >= limit - eps else " < ") + "floor"
+        ok, why = value >= limit - _EPS, "value" + (" >= " if value >= limit - _EPS else " < ") + "floor"
     elif mode == "alarm":
-        ok = hi >= limit - eps
+        ok = evidence != "violated"
         why = f"{confidence:.0%} upper bound" + (
             " >= floor" if ok else " < floor: the value is below the floor with confidence"
         )
     elif mode == "gate":
-        ok = lo >= limit - eps
+        ok = evidence == "within"
         why = f"{confidence:.0%} lower bound" + (
             " >= floor" if ok else " < floor: the data cannot show the value reaches the floor"
         )
     else:
         raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
-    ref = floor.reference
+    statistic = value if mode == "point" else (hi if mode == "alarm" else lo)
+    note = "" if trusted else f"{candidate.n} items are too few to decide: {MIN_ITEMS_NOTE}"
+    verdict = Verdict(ok, mode, floor.floor, statistic, why, evidence, None, note)
+    return _floor_outcome(candidate, floor, verdict, confidence, lo, hi, method, cand_label)
+
+
+def _floor_outcome(
+    candidate: TaskResult,
+    floor: ValueFloor,
+    verdict: Verdict,
+    confidence: float,
+    lo: float,
+    hi: float,
+    method: str,
+    cand_label: str,
+) -> Outcome:
+    ok, mode, evidence = verdict.passed, verdict.mode, verdict.evidence
+    value, ref = candidate.value, floor.reference
     relative = ref != 0
 
     def loss(v: float) -> float:
@@ -280,46 +395,33 @@ def judge_floor(
     lines = [
         f"{'PASS' if ok else 'FAIL'} [{mode}] {cand_label} on {candidate.task} ({candidate.metric}, n={candidate.n})",
         f"  value: {value:.4f}   one-sided {confidence:.0%} bounds [{lo:.4f}, {hi:.4f}] ({method})",
-        f"  budget: {floor}; {why}",
+        f"  budget: {floor}; {verdict.reason}",
+        f"  {verdict.evidence_line}",
         "  (the floor derives from one recorded number: judged on this run's own items, not paired)",
     ]
     substituted = candidate.meta.get("split_substituted")
     if substituted:
         lines.append(f"  data: split substituted offline ({'; '.join(substituted)})")
+    # "baseline" is the recorded value the floor derives from
     row = {
-        "task": candidate.task,
-        "metric": candidate.metric,
-        "baseline": ref,  # the recorded value the floor derives from
-        "value": value,
-        "drop": loss(value),
-        "ci_low": loss(hi),
-        "ci_high": loss(lo),
-        "relative": relative,
-        "recovery": value / ref if relative else math.nan,
-        "n": candidate.n,
-        "budget": str(floor),
-        "mode": mode,
-        "confidence": confidence,
-        "method": method,
-        "verdict": "pass" if ok else "fail",
-        "reference": "recorded value",
-    }
+        "task": candidate.task, "metric": candidate.metric, "baseline": ref,
+        "value": value, "drop": loss(value), "ci_low": loss(hi), "ci_high": loss(lo), "relative": relative,
+        "recovery": value / ref if relative else math.nan, "higher_is_better": True, "n": candidate.n,
+        "budget": str(floor), "mode": mode, "confidence": confidence, "method": method,
+        "verdict": "pass" if ok else "fail", "evidence": evidence, "reference": "recorded value",
+    }  # fmt: skip
     if substituted:
         row["split_substituted"] = list(substituted)
-    return Outcome(
-        ok,
-        "\n".join(lines),
-        row,
-        None,
-        Verdict(ok, mode, limit, value if mode == "point" else (hi if mode == "alarm" else lo), why),
-    )
+    return Outcome(ok, "\n".join(lines), row, None, verdict)
 
 
 def both(first: Outcome, second: Outcome) -> Outcome:
     """Two claims on one item: it passes when both hold; the row is the second's (the paired one)."""
     passed = first.passed and second.passed
     budget = f"{first.row.get('budget')}; paired loss <= {second.row.get('budget')}"
-    row = {**second.row, "budget": budget, "verdict": "pass" if passed else "fail"}
+    kinds = {first.row.get("evidence"), second.row.get("evidence")}
+    evidence = "violated" if "violated" in kinds else ("within" if kinds == {"within"} else "inconclusive")
+    row = {**second.row, "budget": budget, "verdict": "pass" if passed else "fail", "evidence": evidence}
     return Outcome(passed, first.explanation + "\n" + second.explanation, row, second.degradation, second.verdict)
 
 
@@ -341,7 +443,8 @@ def judge_efficiency(
 ) -> Outcome:
     """Is a measured number within its budget? ``weight_memory`` (bytes, lower is better) against
     ``max_memory`` (a factor of the baseline's or a size), or a speed (tokens/s, higher is better)
-    against a factor of the baseline's. A point comparison: measurements have no per-item scores.
+    against a factor of the baseline's. A point comparison: measurements have no per-item scores,
+    so the evidence is the measurement's own side of the budget.
     """
     what, meaning = EFFICIENCY_TEXT[measurement]
     memory = measurement == "weight_memory"
@@ -373,17 +476,107 @@ def judge_efficiency(
         "  (a measurement compared as a point, not paired statistics)",
         *(f"  {d}" for d in details),
     ]
+    evidence: Evidence = "within" if ok else "violated"
     row = {
-        "kind": "efficiency",
-        "task": None,
-        "metric": measurement,
-        "unit": "bytes" if memory else "tokens/s",
-        "baseline": baseline,
-        "value": value,
-        "ratio": ratio,
-        "budget": budget,
-        "mode": "point",
-        "method": "measurement",
-        "verdict": "pass" if ok else "fail",
-    }
-    return Outcome(ok, "\n".join(lines), row, None, Verdict(ok, "point", bound, value, why))
+        "kind": "efficiency", "task": None, "metric": measurement, "unit": "bytes" if memory else "tokens/s",
+        "baseline": baseline, "value": value, "ratio": ratio, "budget": budget, "mode": "point",
+        "method": "measurement", "verdict": "pass" if ok else "fail", "evidence": evidence,
+    }  # fmt: skip
+    return Outcome(ok, "\n".join(lines), row, None, Verdict(ok, "point", bound, value, why, evidence))
+
+
+def judge_pooled(
+    pairs: list[tuple[TaskResult, TaskResult]],
+    *,
+    threshold: Threshold | None,
+    mode: Mode,
+    confidence: float,
+    ref_label: str = "baseline",
+    cand_label: str = "quantized",
+    across_models: bool = False,
+) -> Outcome:
+    """Is ``candidate`` within ``threshold`` of ``reference`` on the macro average over several tasks?
+
+    Each (reference, candidate) pair is one task, aligned item by item; every task weighs 1/T
+    (the Open LLM Leaderboard's average), and the bounds are the pooled score bounds of
+    :func:`~pytest_quant.stats.pooled_score_bounds`. Only 0/1 scores pool; a relative budget is
+    relative to the macro average of the reference.
+    """
+    import numpy as np
+
+    from pytest_quant.stats import pooled_score_bounds
+
+    counts = []
+    for reference, candidate in pairs:
+        ref_s, cand_s, _, _ = align(reference, candidate, ref_label, cand_label, across_models=across_models)
+        _validate_unit(reference, candidate, threshold)
+        if reference.aggregation != "mean" or any(s not in (0.0, 1.0) for s in (*ref_s, *cand_s)):
+            raise ResultError(
+                f"task {reference.task!r} ({reference.metric}) does not score items 0/1: a pooled budget averages "
+                "proportions over its tasks; judge this task on its own"
+            )
+        r, c = np.asarray(ref_s), np.asarray(cand_s)
+        worse, better = int(np.sum((r == 1) & (c == 0))), int(np.sum((r == 0) & (c == 1)))
+        if not reference.higher_is_better:
+            worse, better = better, worse
+        counts.append((reference.task, worse, better, r.size, float(r.mean()), float(c.mean())))
+    weight = 1.0 / len(counts)
+    v_r = sum(weight * t[4] for t in counts)
+    v_c = sum(weight * t[5] for t in counts)
+    relative = threshold is not None and threshold.kind == "relative"
+    if relative and v_r == 0:
+        raise ResultError(f"budget {threshold} is relative to {ref_label}'s average, which is 0 on these items")
+    scale = abs(v_r) if relative else 1.0
+    w, b, n = [t[1] for t in counts], [t[2] for t in counts], [t[3] for t in counts]
+    lo, hi = (float(v) for v in pooled_score_bounds(w, b, n, [weight] * len(counts), confidence))
+    est = sum(weight * (t[1] - t[2]) / t[3] for t in counts)
+    spread = math.sqrt(sum(n) * sum(weight**2 * max((t[1] + t[2]) / t[3] - ((t[1] - t[2]) / t[3]) ** 2, 0) / t[3]
+                                    for t in counts))  # fmt: skip
+    deg = Degradation(est / scale, lo / scale, hi / scale, confidence, sum(n), relative, "pooled-score", v_r, v_c,
+                      True, sum(w), sum(b), spread / scale)  # fmt: skip
+    verdict = decide(deg, 0.0 if threshold is None else threshold.value, mode)
+    if verdict.evidence == "inconclusive":  # items_to_decide scales a single task's counts: scale the pool's instead
+        verdict = _pooled_needed(verdict, counts, weight, confidence, scale, deg)
+    names = [t[0] for t in counts]
+    first = TaskResult(f"pool({'+'.join(names)})", pairs[0][0].metric, v_r, True, "mean", ("pooled",), (v_r,))
+    outcome = _paired_outcome(first, pairs[0][1], deg, verdict, threshold, ref_label, cand_label, False)
+    per_task = [
+        f"    {t[0]}: n={t[3]}, {ref_label} {t[4]:.4f}, {cand_label} {t[5]:.4f}, items worse/better {t[1]}/{t[2]}"
+        for t in counts
+    ]
+    lines = outcome.explanation.split("\n")
+    lines[1:1] = [f"  pooled over {len(counts)} tasks, each weighing 1/{len(counts)} (a macro average):", *per_task]
+    row = {**outcome.row, "pooled": {t[0]: {"n": t[3], "baseline": t[4], "value": t[5]} for t in counts}}
+    row["metric"] = "macro average of " + ", ".join(sorted({p[0].metric for p in pairs}))
+    return Outcome(outcome.passed, "\n".join(lines), row, deg, verdict)
+
+
+def _pooled_needed(
+    verdict: Verdict,
+    counts: list[tuple[str, int, int, int, float, float]],
+    weight: float,
+    confidence: float,
+    scale: float,
+    deg: Degradation,
+) -> Verdict:
+    """``verdict`` with the items that would decide a pooled budget: every task's counts scaled up alike."""
+    from dataclasses import replace
+
+    from pytest_quant.stats import pooled_score_bounds
+
+    target = verdict.limit * scale
+    within = deg.estimate < verdict.limit
+
+    def decides(k: float) -> bool:
+        w = [max(t[1], 0.5) * k for t in counts]
+        b = [max(t[2], 0.5) * k for t in counts]
+        lo, hi = pooled_score_bounds(w, b, [t[3] * k for t in counts], [weight] * len(counts), confidence)
+        return bool(hi <= target) if within else bool(lo > target)
+
+    if deg.estimate == verdict.limit:
+        return replace(verdict, items_needed=math.inf, evidence_note=_needed_text(math.inf, deg))
+    k = 1.0
+    while not decides(k) and k < 1e6:
+        k *= 1.25
+    needed = float(math.ceil(deg.n * k)) if k < 1e6 else math.inf
+    return replace(verdict, items_needed=needed, evidence_note=_needed_text(needed, deg))

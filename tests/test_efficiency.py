@@ -13,7 +13,8 @@ import pytest
 from pytest_quant.backends.efficiency import read_safetensors_header, weight_footprint
 from pytest_quant.budget import MemoryLimit, Ratio, parse_memory_limit, parse_ratio
 from pytest_quant.errors import QuantConfigError
-from pytest_quant.report import markdown, pareto_front, table_lines, to_json
+from pytest_quant.plot import pareto_front
+from pytest_quant.report import markdown, table_lines, to_json
 from pytest_quant.suite import expand_checks, load_suite_text
 from pytest_quant.verdict import ResultError, judge_efficiency
 
@@ -218,7 +219,7 @@ def test_pareto_front():
 
 def test_pareto_png_from_rows():
     pytest.importorskip("matplotlib")
-    from pytest_quant.report import pareto_png, pareto_points
+    from pytest_quant.plot import pareto_png, pareto_points
 
     rows = []
     for task, metric, base in (("arc", "acc", 0.6), ("wiki", "perplexity", 9.0)):

@@ -301,7 +301,7 @@ def test_floor_verdicts_by_mode():
     assert row["ci_low"] < row["drop"] < row["ci_high"] and row["method"] == "clopper-pearson"
     assert row["budget"] == "value >= 0.72 (0.8 - 10%)"
     continuous = judge_floor(_result([0.7, 0.8, 0.9] * 20), ValueFloor(0.7), mode="gate", confidence=0.95)
-    assert continuous.passed and continuous.row["method"] == "normal"
+    assert continuous.passed and continuous.row["method"] == "bootstrap-t"
     with pytest.raises(ResultError, match="higher-is-better mean metric"):
         judge_floor(_result([2.0, 3.0], metric="perplexity", higher=False, aggregation="perplexity"), ValueFloor(1.0),
                     mode="point", confidence=0.95)

@@ -139,16 +139,19 @@ def test_xdist_same_results_and_each_scheme_quantized_once(pytester: pytest.Pyte
         assert key(json.loads(report.read_text())["items"]) == expected
 
 
-def test_limit_too_small_warns_before_compute(pytester: pytest.Pytester, cache_dir):
+def test_limit_too_small_warns_before_compute(pytester: pytest.Pytester, tmp_path):
+    """The sample size includes 80% power ((1.645 + 0.842)^2 * 0.10 / 0.02^2 = 1,546 items) and uses the
+    assumed flip rate until a run has measured one (a fresh cache here: nothing measured yet)."""
     suite = SUITE.replace("max_drop: 30pp, mode: alarm", "max_drop: 2pp, mode: gate").replace(
         "arith:  {task: pq_arith,", "arith:  {task: pq_arith, limit: 40,")
     pytester.makefile(".quant.yaml", tiny=suite)
-    result = run(pytester, cache_dir, "--collect-only", "-q")
+    result = run(pytester, tmp_path / "cache", "--collect-only", "-q")
     result.stdout.fnmatch_lines([
-        "*PytestQuantWarning: task 'arith' has 40 items, too few to resolve a loss of 2pp*gate mode: about 677 items needed*",
+        "*PytestQuantWarning: budget arith-loose[[]w8-rtn-arith]: 40 items are too few to resolve a loss of 2pp*"
+        "about 1,546 items needed at 10.0% of answers flipping (assumed 10.0%*80% power; gate items will fail*",
     ])
     pytester.makefile(".quant.yaml", tiny=suite.replace("limit: 40,", "limit: 4000,"))
-    assert "PytestQuantWarning" not in run(pytester, cache_dir, "--collect-only", "-q").stdout.str()
+    assert "PytestQuantWarning" not in run(pytester, tmp_path / "cache", "--collect-only", "-q").stdout.str()
 
 
 def test_checkpoint_scheme_is_judged_as_is(pytester: pytest.Pytester, tmp_path):

@@ -26,3 +26,14 @@ def test_release_suites_skip_without_gpus(pytester: pytest.Pytester):
     assert outcomes.get("skipped", 0) > 0 and "failed" not in outcomes and "error" not in outcomes
     result.stdout.fnmatch_lines(["*needs 4 CUDA device(s); 0 visible on this machine*"])
     result.stdout.fnmatch_lines(["*needs 16 CUDA device(s); 0 visible on this machine (set RAY_ADDRESS*"])
+
+
+def test_release_suites_collect_without_an_undecidable_budget(pytester: pytest.Pytester):
+    """Every gate and alarm of the GPU release suites is decidable at its task's full size with the flip
+    rates the suites state (planning warns otherwise; -W error turns a warning into a collection error)."""
+    result = pytester.runpytest_subprocess("--collect-only", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                                           "-W", "error::pytest_quant.errors.PytestQuantWarning",
+                                           *(str(p) for p in sorted(SUITES.glob("llama31_*_release.quant.yaml"))))
+    assert result.ret == 0, result.stdout.str()
+    assert "PytestQuantWarning" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*llama31_8b_release.quant.yaml::eight-bit-average-loses-under-1pct[[]fp8-pooled]*"])

@@ -88,7 +88,7 @@ def test_errors_name_file_line_field_and_value(edit, where, words):
 
 
 def test_absolute_budget_on_perplexity_is_rejected():
-    with pytest.raises(QuantConfigError, match=r"budgets\[3\].max_drop: perplexity task 'my_ppl'"):
+    with pytest.raises(QuantConfigError, match=r"budgets\[3\].max_drop: task 'my_ppl' reports 'perplexity', lower is better with no 0..1 scale"):
         load_suite_text(GOOD + "  - {schemes: [fp8], max_drop: 2pp}\n", "s.quant.yaml")
 
 
@@ -141,7 +141,7 @@ def test_reference_models_expand_to_cross_model_comparisons(tmp_path):
          "s.quant.yaml:12: budgets[1].schemes", "'llama-8b' is a reference model, not a scheme"),
         (("  smol: ./models/smol", "  w4a16-gptq: ./models/smol"), "s.quant.yaml:5: references.w4a16-gptq",
          "also a scheme"),
-        (("  smol: ./models/smol", "  baseline: ./models/smol"), "s.quant.yaml:5: references.baseline", "not a usable name"),
+        (("  smol: ./models/smol", "  baseline: ./models/smol"), "s.quant.yaml:5: references.baseline", "not a usable reference model name"),
         (("dtype: bfloat16, backend_args", "dtype: bf16, backend_args"), "s.quant.yaml:4: references.llama-8b.dtype", "'bf16'"),
     ],
 )

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_quant.atomic import atomic_write_text, dir_mode, file_mode
+from pytest_quant.errors import QuantConfigError
 from pytest_quant.results import TaskResult
 
 COMPLETE = ".complete"
@@ -85,8 +86,19 @@ class ArtifactCache:
         self.enabled = enabled
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def _entry(self, folder: str, name: str) -> Path:
+        """``root/folder/name``, refused when ``name`` would lead out of that folder (a key is built from
+        suite names: ``../`` in one must never write elsewhere)."""
+        base = (self.root / folder).resolve()
+        path = (base / name).resolve()
+        if path.parent != base:
+            raise QuantConfigError(
+                f"cache entry {name!r} would leave the cache folder {base}; names must not hold '/' or '..'"
+            )
+        return path
+
     def _lock_path(self, kind: str, key: str) -> Path:
-        return self.root / "locks" / f"{kind}-{key}.lock"
+        return self._entry("locks", f"{kind}-{key}.lock")
 
     @contextlib.contextmanager
     def _lock(self, kind: str, key: str) -> Iterator[None]:
@@ -108,7 +120,7 @@ class ArtifactCache:
             fh.write(line + "\n")
 
     def artifact_dir(self, key: str) -> Path:
-        return self.root / "artifacts" / key
+        return self._entry("artifacts", key)
 
     def lookup(self, key: str) -> Path | None:
         """The complete artifact folder for ``key``, or None (always None with the cache disabled)."""
@@ -166,7 +178,7 @@ class ArtifactCache:
 
     def result(self, key: str, compute: Callable[[], TaskResult], *, label: str = "") -> TaskResult:
         """The evaluation result for ``key``, computed by ``compute()`` if absent."""
-        path = self.root / "results" / f"{key}.json"
+        path = self._entry("results", f"{key}.json")
         return self._computed_once(
             "result", key, path, compute, _read_result, TaskResult.to_json, reuse=self.enabled, label=label
         )
@@ -177,7 +189,7 @@ class ArtifactCache:
 
         Read even when the cache is disabled: a session without cache gets a fresh folder, so this
         only shares a run between the tasks of that session."""
-        path = self.root / "runs" / f"{key}.json"
+        path = self._entry("runs", f"{key}.json")
         return self._computed_once(
             "run", key, path, compute, _read_json, lambda record: record, reuse=True, label=label
         )
@@ -187,7 +199,7 @@ class ArtifactCache:
     ) -> Any:
         """An efficiency measurement for ``key`` (any object with ``to_json()``, read back with
         ``load``), computed once like an evaluation result; logged as kind ``"efficiency"``."""
-        path = self.root / "results" / f"{key}.json"
+        path = self._entry("results", f"{key}.json")
         return self._computed_once(
             "efficiency",
             key,

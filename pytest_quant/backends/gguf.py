@@ -246,10 +246,14 @@ def embedded_default(cache_dir: Path) -> Path:
     lock, so concurrent pytest-xdist workers convert once and nobody sees a
     half-written folder.
     """
+    gguf_path = find_embedded_gguf()
+    return converted_once(gguf_path, Path(cache_dir) / "models" / f"{EMBEDDED_SLUG}-{file_sha256(gguf_path)[:12]}")
+
+
+def converted_once(gguf_path: Path, target: Path) -> Path:
+    """``target``: ``gguf_path`` converted into an HF folder once (lock, temporary folder, rename)."""
     from pytest_quant.backends.cache import build_folder_once
 
-    gguf_path = find_embedded_gguf()
-    target = Path(cache_dir) / "models" / f"{EMBEDDED_SLUG}-{file_sha256(gguf_path)[:12]}"
     build_folder_once(
         target,
         lambda out: convert_gguf(gguf_path, out),

@@ -362,16 +362,9 @@ def _resolve_gguf(model: ModelConfig, cache_dir: Path) -> Path:
     digest = _file_sha256(gguf_path.resolve(), cache_dir)[:16]
     target = cache_dir / "models" / f"gguf-{gguf_path.stem}-{digest}"
 
-    from pytest_quant.backends.cache import build_folder_once
-    from pytest_quant.backends.gguf import convert_gguf, is_converted
+    from pytest_quant.backends.gguf import converted_once
 
-    build_folder_once(
-        target,
-        lambda out: convert_gguf(gguf_path, out),
-        done=is_converted,
-        lock=target.with_name(target.name + ".lock"),
-    )
-    return target
+    return converted_once(gguf_path, target)
 
 
 # ---------------------------------------------------------------------------
@@ -599,3 +592,25 @@ def load_causal_lm(
         tokenizer.pad_token = tokenizer.eos_token
     _LOADED[key] = (model, tokenizer)
     return model, tokenizer
+
+
+def chat_template_text(model_dir: str | Path) -> str | None:
+    """The chat template a tokenizer in ``model_dir`` applies (``chat_template.jinja``, a
+    ``chat_template.json`` or ``tokenizer_config.json``'s ``chat_template``), as text; None without one.
+    Read from the files (no tokenizer is loaded): the template shapes every chat prompt, and the
+    model fingerprint (config and weights) does not cover it."""
+    folder = Path(model_dir)
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if template:
+            return template if isinstance(template, str) else json.dumps(template, sort_keys=True)
+    return None
