@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from pytest_quant import artifacts
     from pytest_quant.baseline import BaselineStore
-    from pytest_quant.session import Options, QuantSession
     from pytest_quant.evaluation import evaluate
+    from pytest_quant.session import Options, QuantSession
     from pytest_quant.suite import load_suite, resolve_paths
 
     suite = resolve_paths(load_suite(SUITE)[0], SUITE.parent)
@@ -69,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(shared / "fingerprints.json", cache / "fingerprints.json")
             sized = QuantSession(Options(baseline_dir=ROOT / "baselines", cache_dir=cache))
             start = time.perf_counter()
-            sized.artifact(suite.model, scheme)
+            artifacts.artifact(sized, suite.model, scheme)
             seconds = time.perf_counter() - start
-            value = sized.evaluate(suite.model, scheme, task, suite.evaluation, seed=suite.seed).value
+            value = evaluate(sized, suite.model, scheme, task, suite.evaluation, seed=suite.seed).value
             print(f"{name:12s} {size:>12s} {seconds:11.1f} {value:12.3f} {value / base:11.3f} {value / rtn:7.3f}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     return 0

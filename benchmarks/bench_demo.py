@@ -10,8 +10,8 @@ Prints, with the machine and its load average at each step:
   every evaluation runs (the committed baseline is read, not recomputed);
 - warm: the same command again, nothing changed (everything comes from the cache);
 - per scheme (quantization) and per (scheme, task) (evaluation) seconds, read from
-  the cache's builds.log; its keys are mapped to names with the plugin's own key
-  functions (QuantSession), so the mapping cannot drift from what the plugin does;
+  the cache's builds.log, whose entries carry the labels the plugin wrote when it
+  built them (``model/scheme``, ``model/scheme/task``), so no key is recomputed here;
 - GGUF conversion on its own (a separate fresh folder; not in builds.log);
 - overhead: the plugin's evaluation of one (scheme, task) against the same
   ``lm_eval.simple_evaluate`` call made directly on the same model folder, task and
@@ -190,17 +190,18 @@ def _fresh_cache(cache: Path, workdir: Path) -> Path:
 
 def overhead(cache: Path, scheme: str, task: str, reps: int, workdir: Path) -> dict[str, object]:
     """Plugin vs direct lm-eval on one (scheme, task) of the suite, at the suite's limit, alternated."""
-    from pytest_quant.session import Options, QuantSession
+    from pytest_quant import artifacts
     from pytest_quant.evaluation import evaluate
+    from pytest_quant.session import Options, QuantSession
     from pytest_quant.suite import load_suite, resolve_paths
 
     suite = resolve_paths(load_suite(SUITE)[0], SUITE.parent)
     t = suite.tasks[task]
     batch = suite.evaluation.batch_size or t.batch_size
-    folder = QuantSession(Options(baseline_dir=ROOT / "baselines", cache_dir=cache)).artifact(suite.model, suite.schemes[scheme])
+    folder = artifacts.artifact(QuantSession(Options(baseline_dir=ROOT / "baselines", cache_dir=cache)), suite.model, suite.schemes[scheme])
     direct_args = [str(folder), t.lm_eval_task, str(t.limit), str(t.num_fewshot), str(batch)]
 
-    # (i) in one process: QuantSession.evaluate (keys, fingerprints, lock, lm-eval, result JSON)
+    # (i) in one process: evaluation.evaluate (keys, fingerprints, lock, lm-eval, result JSON)
     # against the direct call; the first round warms both up and is not counted.
     namespace: dict[str, object] = {"__name__": "direct"}
     exec(DIRECT, namespace)

@@ -1,7 +1,7 @@
 """Control 3: input-activation statistics of every Linear on the calibration windows, and the
 layer-local output error of RTN vs GPTQ weights split by token position.
 
-  . /tmp/gptq/scripts/env.sh; $PY /tmp/gptq/scripts/activation_stats.py [--gptq DIR ...] [--corpus FILE]
+  . benchmarks/gptq_controls/env.sh; $PY benchmarks/gptq_controls/activation_stats.py [--gptq DIR ...] [--corpus FILE]
 
 Forward passes run on the UNQUANTIZED model (fp32), the calibration windows are the ones the
 suite's GPTQ sees (pytest_quant.backends.calibration.calibration_windows, 32x256, seed 0, built-in

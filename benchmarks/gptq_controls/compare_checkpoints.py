@@ -1,6 +1,6 @@
 """Compare two compressed-tensors checkpoints tensor by tensor (packed codes, scales, zero points).
 
-  . /tmp/gptq/scripts/env.sh; $PY /tmp/gptq/scripts/compare_checkpoints.py DIR_A DIR_B
+  . benchmarks/gptq_controls/env.sh; $PY benchmarks/gptq_controls/compare_checkpoints.py DIR_A DIR_B
 
 Prints how many tensors are bit-identical, and for those that differ the share of differing
 elements; also diffs the quantization_config of both config.json files.

@@ -1,10 +1,9 @@
 """Lead (1): how close does 4-bit RTN land to each base's weights? Per scheme, the RTN weight error
 relative to the uniform-rounding expectation step^2/12, and the share of weights RTN leaves unchanged.
 
-  . /tmp/gptq/scripts/env.sh; $PY /tmp/gptq/scripts/grid_alignment.py
+  . benchmarks/gptq_controls/env.sh; $PY benchmarks/gptq_controls/grid_alignment.py
 """
 import os
-import sys
 from pathlib import Path
 
 import torch

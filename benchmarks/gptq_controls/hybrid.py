@@ -1,9 +1,9 @@
 """Layer-swap control: a dense fp32 model whose Linear weights come from a GPTQ checkpoint, except
 the modules matching --swap, which get RTN weights (or the other way round with --into rtn).
 
-  . /tmp/gptq/scripts/env.sh
-  $PY /tmp/gptq/scripts/hybrid.py --gptq DIR --swap 'layers\\.(11|28|29)\\.mlp\\.down_proj' --out OUTDIR
-  $PY /tmp/gptq/scripts/activation_stats.py ...; run_control.py --method none --base OUTDIR  (evaluates it)
+  . benchmarks/gptq_controls/env.sh
+  $PY benchmarks/gptq_controls/hybrid.py --gptq DIR --swap 'layers\\.(11|28|29)\\.mlp\\.down_proj' --out OUTDIR
+  $PY benchmarks/gptq_controls/activation_stats.py ...; run_control.py --method none --base OUTDIR  (evaluates it)
 
 --into gptq (default): start from the GPTQ weights, put RTN (--bits/--group/--asym, same grid) on --swap.
 --into rtn: start from RTN weights, put the GPTQ weights on --swap.
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
-import os
 import sys
 from pathlib import Path
 

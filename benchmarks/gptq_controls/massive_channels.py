@@ -1,12 +1,14 @@
-import os
 """Where the position-0 mass sits: for the down_proj inputs of layers 11, 28, 29 on the first 8
 calibration windows, the share of ||x_0||^2 carried by the top-1/top-4 channels, those channels,
 and each channel's share of diag(H) over all 32 windows.
-  . /tmp/gptq/scripts/env.sh; $PY /tmp/gptq/scripts/massive_channels.py
+  . benchmarks/gptq_controls/env.sh; $PY benchmarks/gptq_controls/massive_channels.py
 """
+import os
 from pathlib import Path
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from pytest_quant.backends.calibration import calibration_windows
 from pytest_quant.backends.gguf import embedded_default
 from pytest_quant.config import CalibrationConfig

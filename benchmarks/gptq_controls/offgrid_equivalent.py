@@ -1,7 +1,7 @@
 """Control 5b: a FUNCTION-PRESERVING off-grid base (same outputs as the Q4_1-derived model, weights
 no longer on any 4-bit grid), so RTN vs GPTQ can be compared without degrading the base.
 
-  . /tmp/gptq/scripts/env.sh; $PY /tmp/gptq/scripts/offgrid_equivalent.py --out /tmp/gptq/cache/models/offgrid-equiv
+  . benchmarks/gptq_controls/env.sh; $PY benchmarks/gptq_controls/offgrid_equivalent.py --out /tmp/gptq/cache/models/offgrid-equiv
 
 Per decoder layer (exact algebraic identities of the Llama block):
   - input_layernorm weight g1 folded into the columns of q/k/v_proj (W <- W diag(g1)), norm weight := 1
@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import os
+import shutil
 import sys
 from pathlib import Path
 

@@ -1,5 +1,7 @@
 """Paired perplexity ratios (run / its reference) with 95% bootstrap intervals; see summarize.py."""
+import os
 import sys
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from summarize import pairs
 

@@ -1,6 +1,6 @@
 """Control 5 (off-grid base) and the Q4_1-grid check.
 
-  . /tmp/gptq/scripts/env.sh; $PY /tmp/gptq/scripts/perturb_base.py --amp 0.5 --out /tmp/gptq/cache/models/offgrid-0.5
+  . benchmarks/gptq_controls/env.sh; $PY benchmarks/gptq_controls/perturb_base.py --amp 0.5 --out /tmp/gptq/cache/models/offgrid-0.5
 
 1. Checks that every decoder Linear weight of the converted model sits on Q4_1's grid: in each
    run of 32 consecutive in-features of a row, at most 16 distinct values, equal to
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -47,7 +47,6 @@ def main() -> int:
             lo, hi = G.amin(-1, keepdim=True), G.amax(-1, keepdim=True)
             d = (hi - lo) / 15
             k = (G - lo) / d.clamp_min(1e-30)
-            resid = ((k - k.round()).abs() * d).amax() / d.clamp_min(1e-30).mean()
             worst_resid = max(worst_resid, float(((k - k.round()).abs()).amax()))
             distinct = max(len(torch.unique(row)) for row in G[:8].reshape(-1, 32))
             max_distinct = max(max_distinct, distinct)

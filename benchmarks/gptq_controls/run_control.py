@@ -1,6 +1,6 @@
 """One control: quantize SmolLM2-135M-Instruct one way, evaluate LAMBADA (lambada_openai, limit 100).
 
-Run with:  . /tmp/gptq/scripts/env.sh; $PY /tmp/gptq/scripts/run_control.py --name NAME [options]
+Run with:  . benchmarks/gptq_controls/env.sh; $PY benchmarks/gptq_controls/run_control.py --name NAME [options]
 
 Quantization goes through the worktree's pytest_quant code:
   - rtn  -> pytest_quant.backends.quantize.rtn.ReferenceQuantizer (the suite's w4a16-rtn backend)
@@ -85,6 +85,7 @@ def scheme_of(a: argparse.Namespace):
 
 def install_patches(a: argparse.Namespace, notes: dict) -> None:
     import torch
+
     import pytest_quant.backends.quantize.llmcompressor as pq_lc
 
     if a.actorder != "default" or a.block_size is not None:

@@ -1,6 +1,6 @@
 """Table of every result in /tmp/gptq/results/*.json, with paired-bootstrap 95% intervals.
 
-  . /tmp/gptq/scripts/env.sh; $PY /tmp/gptq/scripts/summarize.py [REF_NAME]
+  . benchmarks/gptq_controls/env.sh; $PY benchmarks/gptq_controls/summarize.py [REF_NAME]
 
 For each run: quantize seconds, LAMBADA perplexity (last word, 100 items), accuracy, and the ratio
 of its perplexity to REF's (default rtn_g64_sym) with a 95% paired bootstrap interval over the
