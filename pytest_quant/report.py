@@ -232,8 +232,8 @@ def markdown(rows: Iterable[dict[str, Any]], *, title: str = "pytest-quant repor
         out.append(
             f"Loss is the quantized model's drop against the reference on the same items (pp: absolute points; "
             f"%: relative). Bounds are one-sided at {', '.join(f'{c:.0%}' for c in sorted(conf))} confidence. "
-            "Recovery is oriented so that below 100% is worse (for perplexity: baseline / quantized); above 100% is "
-            "noise, not an improvement."
+            "Recovery is oriented so that below 100% is worse (for perplexity: baseline / quantized); above 100% "
+            "is an improvement only where the loss's upper bound is below zero, otherwise noise."
         )
         out += ["", EVIDENCE_NOTE]
     if any(_efficiency(r) for r in rows):
