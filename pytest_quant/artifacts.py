@@ -61,7 +61,22 @@ def artifact_key(session: QuantSession, model: ModelConfig, scheme: SchemeConfig
         from pytest_quant.backends.calibration import corpus_fingerprint
 
         payload["calibration_data"] = corpus_fingerprint(scheme.calibration)
+    if isinstance(scheme.recipe, str):  # a recipe file: its text decides the model, not its name
+        payload["recipe_text"] = _recipe_file_hash(scheme)
     return f"{scheme.method}-{canonical_hash(payload)}"
+
+
+def _recipe_file_hash(scheme: SchemeConfig) -> str:
+    import hashlib
+
+    assert isinstance(scheme.recipe, str)
+    try:
+        return hashlib.sha256(Path(scheme.recipe).read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise QuantConfigError(
+            f"scheme {scheme.name!r}: cannot read recipe {scheme.recipe!r}: {exc}",
+            field=f"schemes.{scheme.name}.recipe",
+        ) from None
 
 
 def artifact(session: QuantSession, model: ModelConfig, scheme: SchemeConfig | None, *, source: str = "") -> Path:

@@ -18,7 +18,7 @@ from pytest_quant.evaluation import baseline, evaluate, runtime
 from pytest_quant.results import RuntimeMeasurement, TaskResult
 from pytest_quant.session import QuantSession
 from pytest_quant.suite import Check
-from pytest_quant.verdict import Outcome, both, judge, judge_efficiency, judge_floor, judge_pooled
+from pytest_quant.verdict import Outcome, both, judge, judge_efficiency, judge_floor, judge_parity, judge_pooled
 
 
 def stamp(
@@ -81,7 +81,8 @@ def run_check(
     if budget.efficiency is not None:
         outcome = _efficiency(session, suite, check, source=source)
     else:
-        mode = session.resolve_mode(budget.mode, suite.mode)
+        # a parity item is upstream's point rule, whatever --quant-mode says
+        mode = "point" if budget.parity is not None else session.resolve_mode(budget.mode, suite.mode)
         confidence = session.resolve_confidence(budget.confidence, suite.confidence)
         judged = _floor if budget.min_value is not None else (_pooled if check.pool else _paired)
         outcome = judged(session, suite, check, mode=mode, confidence=confidence, source=source)
@@ -131,6 +132,14 @@ def _paired(
         _result(session, suite, BASELINE, task, source),
         _result(session, suite, scheme, task, source),
     )
+    if budget.parity is not None:
+        assert budget.threshold is not None
+        outcome = judge_parity(
+            reference, candidate, threshold=budget.threshold, confidence=confidence, method=budget.method,
+            cand_label=scheme, seed=suite.seed,
+        )  # fmt: skip
+        outcome.row.update(weight_columns(session, suite.model, suite.schemes[scheme], source=source))
+        return outcome
     outcome = judge(
         reference,
         candidate,

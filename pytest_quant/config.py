@@ -31,7 +31,7 @@ from pytest_quant.budget import (
 )
 from pytest_quant.errors import QuantConfigError
 
-Method = Literal["rtn", "gptq", "awq", "smoothquant", "fp8"]
+Method = Literal["rtn", "gptq", "awq", "smoothquant", "fp8", "recipe", "model_free_ptq"]
 StatMethod = Literal["auto", "score", "bootstrap-t"]
 # Methods an earlier version offered whose one-sided bounds do not hold their rate (stats.py).
 RETIRED_METHODS = {
@@ -40,7 +40,12 @@ RETIRED_METHODS = {
     "bootstrap": "the percentile bootstrap's bounds collapse onto the estimate on few items (74% coverage at "
     "n=2, 90% at n=5, ~92% at n=10-20 for a nominal 95%)",
 }
-METHODS: tuple[str, ...] = ("rtn", "gptq", "awq", "smoothquant", "fp8")
+METHODS: tuple[str, ...] = ("rtn", "gptq", "awq", "smoothquant", "fp8", "recipe", "model_free_ptq")
+# Methods that hand llm-compressor a recipe or a compressed-tensors preset as given (imported configs,
+# formats a pytest-quant scheme does not spell out): no weights/activations of ours describe them.
+OPAQUE_METHODS: tuple[str, ...] = ("recipe", "model_free_ptq")
+# GPTQ's activation ordering as llm-compressor names it; "none" is its ``actorder=None``.
+ACTORDERS: tuple[str, ...] = ("none", "static", "group", "weight")
 
 BASELINE = "baseline"  # the reserved scheme name of the unquantized model in comparisons
 # Lower-is-better metrics with no 0..1 scale: budgets on them are relative ('%'), never points ('pp').
@@ -140,6 +145,8 @@ BACKENDS_BY_METHOD: dict[str, tuple[str, ...]] = {
     "awq": ("llmcompressor", "autoawq"),
     "smoothquant": ("llmcompressor",),
     "fp8": ("llmcompressor",),
+    "recipe": ("llmcompressor",),
+    "model_free_ptq": ("llmcompressor",),
 }
 
 
@@ -158,6 +165,15 @@ class SchemeConfig(_Strict):
     # smoothquant only: how the smoothed weights are rounded. GPTQ is llm-compressor's W8A8
     # recipe (the default); RTN is the SmoothQuant paper's, and needs no Hessian pass.
     weight_rounding: Literal["gptq", "rtn"] | None = None
+    # GPTQ's activation ordering (llm-compressor's ``actorder``); unset: llm-compressor's default.
+    actorder: Literal["none", "static", "group", "weight"] | None = None
+    # AWQ's scale search (llm-compressor's ``AWQModifier(duo_scaling=...)``); unset: its default.
+    duo_scaling: bool | Literal["both"] | None = None
+    # method 'recipe': an llm-compressor recipe run through ``oneshot`` as given, a YAML file
+    # (relative to the suite) or the recipe itself as a mapping.
+    recipe: str | dict[str, Any] | None = None
+    # method 'model_free_ptq': the compressed-tensors preset llm-compressor's ``model_free_ptq`` applies.
+    preset: str | None = None
     ignore: tuple[str, ...] = ("lm_head",)
 
     @model_validator(mode="before")
@@ -166,6 +182,8 @@ class SchemeConfig(_Strict):
         if not isinstance(data, dict):
             return data
         method = data.get("method")
+        if data.get("checkpoint") is None and method in OPAQUE_METHODS and data.get("backend") is None:
+            return {**data, "backend": "llmcompressor"}
         if data.get("checkpoint") is not None or not isinstance(method, str) or method not in PRESETS:
             return data
         preset = PRESETS[method]
@@ -195,10 +213,21 @@ class SchemeConfig(_Strict):
                 raise ValueError(f"a checkpoint scheme is loaded as is; remove {', '.join(extra)}")
             return self
         m = self.method
-        assert m is not None and self.weights is not None
+        assert m is not None
         allowed = BACKENDS_BY_METHOD[m]
         if self.backend not in allowed:
             raise ValueError(f"method {m!r} has no backend {self.backend!r}; choose one of {', '.join(allowed)}")
+        if self.actorder is not None and not (m == "gptq" or (m == "smoothquant" and self.weight_rounding != "rtn")):
+            raise ValueError(f"actorder applies to GPTQ ('gptq', 'smoothquant' with GPTQ rounding), not {m!r}")
+        if self.duo_scaling is not None and m != "awq":
+            raise ValueError(f"duo_scaling applies to 'awq', not {m!r}")
+        if m in OPAQUE_METHODS:
+            return self._opaque_coherent(m)
+        for key in ("recipe", "preset"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"{key!r} applies to method 'recipe' / 'model_free_ptq', not {m!r}")
+        if self.weights is None:
+            raise ValueError(f"method {m!r} needs 'weights'")
         if m == "fp8":
             if self.weights.type != "float":
                 raise ValueError("method 'fp8' quantizes weights to FP8: weights.type must be 'float'")
@@ -229,6 +258,33 @@ class SchemeConfig(_Strict):
             self._autoawq_supports()
         return self
 
+    def _opaque_coherent(self, m: str) -> SchemeConfig:
+        """A recipe or a preset is handed to llm-compressor as given: ours describe nothing of it."""
+        extra = [
+            k
+            for k in ("weights", "activations", "smoothing_strength", "dampening_frac", "weight_rounding")
+            if getattr(self, k) is not None
+        ]
+        if extra:
+            raise ValueError(
+                f"method {m!r} hands llm-compressor a {'recipe' if m == 'recipe' else 'preset'} as given; "
+                f"remove {', '.join(extra)}"
+            )
+        if m == "recipe":
+            if self.recipe is None or (isinstance(self.recipe, str) and not self.recipe.strip()):
+                raise ValueError("method 'recipe' needs 'recipe': an llm-compressor recipe file or mapping")
+            if self.preset is not None:
+                raise ValueError("method 'recipe' takes its quantization from the recipe; remove 'preset'")
+        else:
+            if not self.preset or not re.fullmatch(r"[A-Za-z0-9_]+", self.preset):
+                raise ValueError(
+                    f"method 'model_free_ptq' needs 'preset', a compressed-tensors preset name such as "
+                    f"'FP8_DYNAMIC' (got {self.preset!r})"
+                )
+            if self.recipe is not None or self.calibration is not None:
+                raise ValueError("method 'model_free_ptq' quantizes without data or recipe; remove them")
+        return self
+
     def _autoawq_supports(self) -> None:
         """AutoAWQ's GEMM format: 4-bit weights, groups of 64 or 128, a zero point per group."""
         w = self.weights
@@ -256,13 +312,18 @@ class SchemeConfig(_Strict):
     def fingerprint_payload(self) -> dict[str, Any]:
         """Everything that changes the produced weights (the name does not)."""
         payload = self.model_dump(mode="json", exclude={"name"})
-        if payload.get("weight_rounding") is None:  # added later: absent keeps earlier cache keys
-            payload.pop("weight_rounding", None)
+        for key in ("weight_rounding", "actorder", "duo_scaling", "recipe", "preset"):
+            if payload.get(key) is None:  # added later: absent keeps earlier cache keys
+                payload.pop(key, None)
         return payload
 
     def describe(self) -> str:
         if self.checkpoint is not None:
             return f"checkpoint {self.checkpoint}"
+        if self.method == "recipe":
+            return f"recipe {self.recipe if isinstance(self.recipe, str) else _recipe_summary(self.recipe)}"
+        if self.method == "model_free_ptq":
+            return f"model_free_ptq {self.preset}"
         w = self.weights
         assert w is not None
         wtxt = "W8(fp8)" if w.type == "float" else f"W{w.bits}"
@@ -272,6 +333,22 @@ class SchemeConfig(_Strict):
             a = self.activations
             atxt = f"A8({'fp8' if a.type == 'float' else 'int8'},{'dynamic' if a.dynamic else 'static'})"
         return f"{self.method} {wtxt}{atxt} {gran}{'' if w.symmetric else ' asym'}"
+
+
+def _recipe_summary(recipe: Any) -> str:
+    """The modifiers of an inline recipe, and a preset scheme they name: ``GPTQModifier W4A16``."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and key.endswith("Modifier"):
+                    found.append(key + (f" {value['scheme']}" if isinstance(value, dict) and "scheme" in value else ""))
+                else:
+                    walk(value)
+
+    walk(recipe)
+    return " + ".join(found) or "(inline)"
 
 
 class TaskConfig(_Strict):
@@ -287,10 +364,18 @@ class TaskConfig(_Strict):
     seq_len: int = Field(512, ge=8)
     max_tokens: int | None = Field(None, ge=8)
     apply_chat_template: bool = False
+    # With a chat template, few-shot examples as turns (the default) or in one user message (false).
+    fewshot_as_multiturn: bool | None = None
     batch_size: int = Field(8, ge=1)
     # Evaluate this split instead of the task's own, where an offline mirror lacks it.
     # Part of the baseline fingerprint and shown in reports: never a silent substitution.
     split: str | None = None
+    # lm-eval's few-shot sampling seed; unset: the suite's seed. (vLLM's runner leaves lm-eval's 1234.)
+    fewshot_seed: int | None = None
+    # lm-eval's ``gen_kwargs`` (a "k=v,k=v" string or a mapping) and task ``metadata`` (RULER's
+    # ``max_seq_lengths``): both change what is measured, and enter the baseline's identity.
+    gen_kwargs: str | dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
     # The metric's expected value on the unquantized model, for collection-time planning of relative
     # budgets until a baseline is stored (the stored value replaces it). Not part of any identity.
     expected_value: float | None = Field(None, gt=0)
@@ -298,7 +383,7 @@ class TaskConfig(_Strict):
     @model_validator(mode="after")
     def _coherent(self) -> TaskConfig:
         if self.perplexity is not None:
-            for key in ("task", "include_path", "num_fewshot", "split"):
+            for key in ("task", "include_path", "num_fewshot", "split", "fewshot_seed", "gen_kwargs", "metadata"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"a perplexity task reads its corpus only; remove {key!r}")
             if self.metric not in (None, "perplexity", "word_perplexity", "bits_per_byte"):
@@ -306,6 +391,11 @@ class TaskConfig(_Strict):
                     f"perplexity tasks report 'perplexity', 'word_perplexity' or 'bits_per_byte', not {self.metric!r}"
                 )
         return self
+
+    @property
+    def multiturn(self) -> bool:
+        """Whether few-shot examples are given as chat turns (only with a chat template)."""
+        return self.apply_chat_template and self.fewshot_as_multiturn is not False
 
     @field_validator("task", mode="after")
     @classmethod
@@ -326,7 +416,11 @@ class TaskConfig(_Strict):
         return self.task or self.name
 
     def fingerprint_payload(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"name", "batch_size", "expected_value"}, exclude_none=False)
+        payload = self.model_dump(mode="json", exclude={"name", "batch_size", "expected_value"}, exclude_none=False)
+        for key in ("fewshot_seed", "gen_kwargs", "metadata", "fewshot_as_multiturn"):
+            if payload.get(key) is None:  # added later: absent keeps earlier baselines' identities
+                payload.pop(key, None)
+        return payload
 
 
 # Efficiency claims of a budget -> the measurement each one compares (see backends/efficiency.py).
@@ -376,6 +470,9 @@ class BudgetConfig(_Strict):
     xfail: str | None = None
     # Judge the budget once over all its tasks (macro-weighted: each task weighs 1/T), not per task.
     pool: bool = False
+    # Reproduce an upstream gate's own decision exactly (a point rule whatever --quant-mode says):
+    # 'llm-compressor': round(candidate / baseline, 2) >= recovery, as its tests/lmeval/test_lmeval.py.
+    parity: Literal["llm-compressor"] | None = None
     # Share of answers expected to flip under this budget's schemes, for collection-time planning only
     # (overrides the suite's and ini quant_assumed_flip_rate; a measured rate replaces it once known).
     assumed_flip_rate: float | None = Field(None, gt=0, lt=1)
@@ -413,6 +510,14 @@ class BudgetConfig(_Strict):
             raise ValueError("a 'compare' budget names its schemes in the claim; remove 'schemes'")
         if self.pool:
             self._poolable(given[0])
+        if self.parity is not None:
+            th = self.threshold
+            if given[0] not in ("min_recovery", "max_drop") or th is None or th.kind != "relative":
+                raise FieldProblem(
+                    ("parity",), f"parity 'llm-compressor' reproduces a relative recovery check, not {given[0]!r}"
+                )
+            if self.pool or self.mode not in (None, "point") or self.confidence is not None:
+                raise FieldProblem(("parity",), "a parity item is upstream's point rule: no pool, mode or confidence")
         if self.efficiency is not None:
             claim = given[0]
             why = f"'{claim}' is a measurement per scheme compared as a point, not a paired statistic"
@@ -535,6 +640,9 @@ class SuiteConfig(_Strict):
     confidence: float | None = Field(None, gt=0.5, lt=1.0)
     seed: int = 0
     marks: tuple[Literal["gpu", "slow", "quant"], ...] = ()
+    # The GPU hardware the suite's recorded values belong to (vLLM's ROCm / XPU / Hopper / Blackwell
+    # lists): its items skip elsewhere with that reason. None: any CUDA device.
+    hardware: tuple[Literal["rocm", "xpu", "hopper", "blackwell"], ...] = ()
     assumed_flip_rate: float | None = Field(None, gt=0, lt=1)  # for planning; see BudgetConfig
 
     @field_validator("model", mode="before")

@@ -116,3 +116,36 @@ def skip_without_devices(item: pytest.Item) -> None:
         where = "visible on this machine" + (" (set RAY_ADDRESS for a multi-node Ray cluster)" if ray else "")
     if have < need:
         pytest.skip(f"needs {need} CUDA device(s); {have} {where}")
+    wanted = next((str(m.kwargs["hardware"]).split(",") for m in marks if m.kwargs.get("hardware")), None)
+    if wanted:
+        found = hardware_kind()
+        if found not in wanted:
+            pytest.skip(
+                f"its recorded values belong to {' or '.join(HARDWARE_TEXT.get(w, w) for w in wanted)} GPUs; "
+                f"this machine has {HARDWARE_TEXT.get(found, found) if found else 'none of those'}"
+            )
+
+
+HARDWARE_TEXT = {
+    "rocm": "AMD (ROCm)",
+    "xpu": "Intel XPU",
+    "hopper": "NVIDIA Hopper (sm90)",
+    "blackwell": "NVIDIA Blackwell (sm100)",
+    "cuda": "other NVIDIA",
+}
+
+
+def hardware_kind() -> str | None:
+    """``rocm``, ``xpu``, ``hopper``, ``blackwell``, ``cuda`` (another NVIDIA GPU), or None without a GPU."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if getattr(torch.version, "hip", None) and torch.cuda.is_available():
+        return "rocm"
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        return "xpu"
+    if not torch.cuda.is_available():
+        return None
+    major, _ = torch.cuda.get_device_capability(0)
+    return {9: "hopper", 10: "blackwell"}.get(major, "cuda")

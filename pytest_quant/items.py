@@ -36,7 +36,11 @@ from pytest_quant.suite import Check, expand_checks, load_suite, resolve_paths
 
 SESSION_KEY = pytest.StashKey[QuantSession]()
 MARKERS = {
-    "gpu": ("gpu(devices=1): needs CUDA devices; skipped with a reason when fewer are present", {"devices"}),
+    "gpu": (
+        "gpu(devices=1, hardware=None): needs CUDA devices (of that hardware: rocm, xpu, hopper, blackwell); "
+        "skipped with a reason when fewer or other are present",
+        {"devices", "hardware"},
+    ),
     "quant": ("quant: a pytest-quant budget check (added to every suite item)", set()),
     "slow": ("slow: takes more than a few seconds (real quantization or evaluation)", set()),
 }
@@ -128,7 +132,9 @@ class QuantSuiteFile(pytest.File):
         return load_suite(self.path)
 
     def collect(self) -> Iterator[QuantItem]:
-        suite, lines = self.load()
+        yield from self._items(*self.load())
+
+    def _items(self, suite: SuiteConfig, lines: dict[Any, int]) -> Iterator[QuantItem]:
         suite = resolve_paths(suite, self.path.parent)
         checks = expand_checks(suite, lines)
         self._warn_unresolvable(suite, checks)
@@ -139,7 +145,11 @@ class QuantSuiteFile(pytest.File):
             if group is not None:
                 item.add_marker(pytest.mark.xdist_group(name=group))
             for mark in suite.marks:
-                item.add_marker(pytest.mark.gpu(devices=devices_needed(suite)) if mark == "gpu" else mark)
+                if mark == "gpu":
+                    hardware = ",".join(suite.hardware) or None
+                    item.add_marker(pytest.mark.gpu(devices=devices_needed(suite), hardware=hardware))
+                else:
+                    item.add_marker(mark)
             if check.budget.xfail:
                 item.add_marker(pytest.mark.xfail(reason=check.budget.xfail, raises=BudgetExceeded, strict=False))
             missing = _missing_backend(suite, check)
@@ -171,10 +181,58 @@ class QuantSuiteFile(pytest.File):
 
 
 class ImportedSuiteFile(QuantSuiteFile):
-    """A vLLM or llm-compressor lm-eval config matched by ini ``quant_import_globs``, collected as a suite."""
+    """A vLLM or llm-compressor lm-eval config matched by ini ``quant_import_globs``, collected as a suite.
+
+    One file that cannot be mapped must not stop the others (``pytest -m gpu`` over an upstream
+    folder): it becomes one :class:`ImportFailure` item that fails, or skips under ini
+    ``quant_import_errors = skip``, with the reason."""
 
     def load(self) -> tuple[SuiteConfig, dict[Any, int]]:
-        return load_imported(self.path)
+        return load_imported(self.path, default_tp=_ini_int(self.config, "quant_import_tp_size", minimum=1))
+
+    def collect(self) -> Iterator[pytest.Item]:  # type: ignore[override]
+        try:
+            loaded = self.load()
+        except QuantConfigError as exc:
+            yield ImportFailure.from_parent(self, name="import", error=exc)
+            return
+        yield from self._items(*loaded)
+
+
+def _ini_int(config: pytest.Config, name: str, *, minimum: int) -> int:
+    raw = config.getini(name)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = minimum - 1
+    if value < minimum:
+        raise pytest.UsageError(f"ini {name}: expected a whole number >= {minimum}, got {raw!r}")
+    return value
+
+
+class ImportFailure(pytest.Item):
+    """An imported config that cannot be mapped: fails (or skips) with the file, line, field and reason."""
+
+    def __init__(self, *, error: QuantConfigError, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.error = error
+        self.add_marker("quant")
+        policy = str(self.config.getini("quant_import_errors") or "fail").strip().lower()
+        if policy not in ("fail", "skip"):
+            raise pytest.UsageError(f"ini quant_import_errors: expected 'fail' or 'skip', got {policy!r}")
+        if policy == "skip":
+            self.add_marker(pytest.mark.skip(reason=f"not imported: {error}"))
+
+    def runtest(self) -> None:
+        raise self.error
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, QuantConfigError):
+            return f"not imported: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, (self.error.line or 1) - 1, "quant: import"
 
 
 class QuantItem(pytest.Item):

@@ -102,6 +102,10 @@ INI: tuple[tuple[str, Any, str, IniType | None], ...] = (
     ("quant_import_globs", [],
      "globs (relative to rootdir) of vLLM lm-eval configs and llm-compressor lmeval configs collected as suites, "
      "e.g. .buildkite/lm-eval-harness/configs/*.yaml", "linelist"),
+    ("quant_import_errors", "fail",
+     "an imported config that cannot be mapped becomes one item that 'fail's or 'skip's with the reason", None),
+    ("quant_import_tp_size", "1",
+     "tensor-parallel size of an imported vLLM config that no models-*.txt list of vLLM's CI sizes", None),
     ("quant_baseline_dir", "", "folder of baseline JSON files (relative to rootdir)", None),
     ("quant_cache_dir", "", "artifact and result cache folder", None),
     ("quant_mode", "alarm", "default decision mode: point | alarm | gate", None),

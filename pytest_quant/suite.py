@@ -207,6 +207,8 @@ def resolve_paths(suite: SuiteConfig, base: Path) -> SuiteConfig:
             update["checkpoint"] = fix(s.checkpoint)
         if s.calibration is not None and s.calibration.dataset is not None:
             update["calibration"] = s.calibration.model_copy(update={"dataset": fix(s.calibration.dataset)})
+        if isinstance(s.recipe, str):
+            update["recipe"] = fix(s.recipe)
         schemes[name] = s.model_copy(update=update) if update else s
     tasks = {}
     for name, t in suite.tasks.items():

@@ -312,6 +312,55 @@ def _paired_outcome(
     return Outcome(verdict.passed, "\n".join(lines), row, deg, verdict)
 
 
+def llmcompressor_recovery_passes(base_value: float, candidate_value: float, recovery: float) -> bool:
+    """llm-compressor's own rule (tests/lmeval/test_lmeval.py ``_validate_recovery``):
+    ``round(candidate / base, 2) >= threshold``, recovery rounded to the nearest percent first."""
+    return round(candidate_value / base_value, 2) >= recovery
+
+
+def judge_parity(
+    reference: TaskResult,
+    candidate: TaskResult,
+    *,
+    threshold: Threshold,
+    confidence: float,
+    method: str = "auto",
+    cand_label: str = "quantized",
+    seed: int = 0,
+) -> Outcome:
+    """An upstream gate's decision reproduced exactly (llm-compressor's rounded recovery on the two
+    aggregate values), with the paired bounds beside it as evidence: the pytest outcome is upstream's."""
+    if not (math.isfinite(reference.value) and math.isfinite(candidate.value)):
+        raise ResultError(
+            f"{cand_label} vs baseline on task {reference.task!r}: values {reference.value!r} / {candidate.value!r} "
+            "cannot be judged"
+        )
+    if reference.value == 0:
+        raise ResultError(
+            f"llm-compressor's recovery on task {reference.task!r} divides by the baseline's value, which is 0"
+        )
+    paired = judge(
+        reference, candidate, threshold=threshold, mode="point", confidence=confidence, method=method,
+        cand_label=cand_label, seed=seed,
+    )  # fmt: skip
+    recovery = round(1.0 - threshold.value, 10)  # the threshold as written ("94%"), without float residue
+    ratio = candidate.value / reference.value
+    ok = llmcompressor_recovery_passes(reference.value, candidate.value, recovery)
+    assert paired.verdict is not None
+    v = paired.verdict
+    why = f"round({ratio:.4f}, 2) = {round(ratio, 2):.2f} {'>=' if ok else '<'} {recovery:.2f}"
+    verdict = Verdict(ok, "point", v.limit, round(ratio, 2), why, v.evidence, v.items_needed, v.evidence_note)
+    lines = paired.explanation.splitlines()
+    lines[0] = lines[0].replace("PASS [point]", "PASS [parity]").replace("FAIL [point]", "FAIL [parity]")
+    lines[0] = ("PASS" if ok else "FAIL") + lines[0][4:]
+    for i, line in enumerate(lines):
+        if line.startswith("  budget:"):
+            lines[i] = f"  upstream rule (llm-compressor): round(quantized / baseline, 2) >= {recovery:.2f}; {why}"
+    lines.append("  (this item reproduces llm-compressor's decision; the paired item beside it states its confidence)")
+    row = {**paired.row, "verdict": "pass" if ok else "fail", "mode": "parity", "budget": f"recovery >= {recovery:.0%}"}
+    return Outcome(ok, "\n".join(lines), row, paired.degradation, verdict)
+
+
 def _count(needed: float | None) -> int | None:
     return int(needed) if needed is not None and math.isfinite(needed) else None
 

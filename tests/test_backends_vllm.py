@@ -284,6 +284,12 @@ def test_cpu_kernel_gaps_read_from_real_checkpoint_configs(quantized: dict[str, 
     assert cpu_kernel_gap(w4) is None and cpu_kernel_gap(w4, has_wna16_kernel=True) is None
     assert "AVX-512" in cpu_kernel_gap(w4, has_wna16_kernel=False)
     assert "W8A16" in cpu_kernel_gap({"quant_method": "gptq", "bits": 8})
+    nvfp4 = {"quant_method": "compressed-tensors", "config_groups": {"g": {
+        "weights": {"num_bits": 4, "type": "float", "group_size": 16},
+        "input_activations": {"num_bits": 4, "type": "float", "dynamic": "local"}}}}
+    assert "4-bit floating-point weights (NVFP4 / MXFP4)" in cpu_kernel_gap(nvfp4)
+    nvfp4a16 = {"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": nvfp4["config_groups"]["g"]["weights"]}}}
+    assert "NVFP4" in cpu_kernel_gap(nvfp4a16, has_wna16_kernel=True)
     assert cpu_kernel_gap(None) is None and cpu_kernel_gap({"quant_method": "fp8"}) is None
 
 

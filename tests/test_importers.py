@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quant.budget import ValueFloor, parse_value_floor
+from pytest_quant.budget import ValueFloor, parse_threshold, parse_value_floor
 from pytest_quant.config import SuiteConfig
 from pytest_quant.errors import PytestQuantWarning, QuantConfigError
 from pytest_quant.importers import (
@@ -93,12 +93,17 @@ VLLM_OK = textwrap.dedent(
     [
         (("limit: 250", "lmit: 250"), "v.yaml:7: lmit", "unknown key 'lmit' for a vLLM lm-eval config"),
         (("value: 0.75", "value: high"), "v.yaml:6: tasks[0].metrics[0].value", "expected a number"),
-        (('"exact_match,strict-match"', '"exact_match"'), "v.yaml:5: tasks[0].metrics[0].name", "'metric,filter'"),
+        (('"exact_match,strict-match"', '"exact match"'), "v.yaml:5: tasks[0].metrics[0].name", "'metric,filter'"),
         (("num_fewshot: 5", "num_fewshot: -1"), "v.yaml:8: num_fewshot", "whole number >= 0 (got -1)"),
-        (("limit: 250", "limit: 250\nrtol: 1.5"), "v.yaml:8: rtol", "expected a number in [0, 1] (got 1.5)"),
+        (("limit: 250", "limit: 250\nrtol: -0.1"), "v.yaml:8: rtol", "expected a number in [0, 1e+06] (got -0.1)"),
         (("limit: 250", 'limit: 250\nbackend: "vllm-vlm"'), "v.yaml:8: backend", "multimodal"),
-        (("limit: 250", "limit: 250\ngen_kwargs: {max_gen_toks: 64}"), "v.yaml:8: gen_kwargs", "not mapped"),
-        (("limit: 250", "limit: 250\napply_chat_template: true"), "v.yaml:8: apply_chat_template", "single-turn"),
+        (("limit: 250", "limit: 250\ngen_kwargs: 64"), "v.yaml:8: gen_kwargs", "'key=value,...' string or a mapping"),
+        (("limit: 250", "limit: 250\nvllm_args: [enable_expert_parallel]"), "v.yaml:8: vllm_args", "a mapping"),
+        (("limit: 250", "limit: 250\nnum_fewshots: 5"), "v.yaml:8: num_fewshots", "unknown key 'num_fewshots'"),
+        (("limit: 250", "limit: 250\nfewshot_as_multiturn: true"), "v.yaml:8: fewshot_as_multiturn",
+         "needs apply_chat_template"),
+        (("limit: 250", "limit: 250\nbackend: hf\nattention_backend: FLASHINFER"), "v.yaml:9: attention_backend",
+         "vLLM engine setting"),
         (("limit: 250", "limit: 250\nbackend: hf\nkv_cache_dtype: fp8"), "v.yaml:9: kv_cache_dtype", "vLLM engine setting"),
         (("  metrics:\n  - name: \"exact_match,strict-match\"\n    value: 0.75\n", "  metrics: []\n"),
          "v.yaml:4: tasks[0].metrics", "non-empty list"),
@@ -114,16 +119,100 @@ def test_vllm_errors_name_file_line_and_field(edit, where, words):
     assert words in str(exc.value)
 
 
-def test_vllm_engine_only_settings_are_left_out_with_a_warning():
-    text = VLLM_OK + "env_vars:\n  VLLM_USE_FLASHINFER_MOE_FP8: '1'\nrequired_gpu_arch: [gfx942]\n"
+def test_vllm_engine_settings_pass_through_and_measurement_settings_are_mapped():
+    """As vLLM's runner: engine keys go to vllm.LLM, gen_kwargs and metadata to lm-eval, env_vars to the worker."""
+    text = VLLM_OK + textwrap.dedent(
+        """\
+        env_vars:
+          VLLM_USE_FLASHINFER_MOE_FP8: '1'
+        required_gpu_arch: [gfx942]
+        attention_backend: CUTLASS_MLA
+        max_num_batched_tokens: 128
+        gpu_memory_utilization: 0.98
+        jit_monitor_mode: error
+        vllm_args: {enable_expert_parallel: true}
+        enable_mamba_cache_stochastic_rounding: true
+        gen_kwargs: "top_p=1,top_k=0,max_gen_toks=1536"
+        metadata: {max_seq_lengths: [131072]}
+        """
+    )
     with pytest.warns(PytestQuantWarning) as warned:
         suite, _ = load_imported_text(text, "v.yaml")
-    assert sorted(str(w.message).split(":")[0] for w in warned) == ["env_vars", "required_gpu_arch"]
-    assert [w.lineno for w in warned] == [9, 11]
-    assert ids(suite) == ["value>=0.69[gsm8k]"]
-    # a zero-shot chat-template config maps: there are no few-shot turns to differ in
-    suite, _ = load_imported_text(VLLM_OK.replace("num_fewshot: 5", "num_fewshot: 0\napply_chat_template: true"), "v.yaml")
-    assert suite.tasks["gsm8k"].apply_chat_template
+    messages = {str(w.message).split(":")[0]: w.lineno for w in warned}
+    assert messages == {"required_gpu_arch": 11, "enable_mamba_cache_stochastic_rounding": 17}
+    args = suite.evaluation.backend_args
+    assert args["env"] == {"VLLM_USE_FLASHINFER_MOE_FP8": "1"}
+    assert (args["attention_backend"], args["max_num_batched_tokens"], args["gpu_memory_utilization"]) == (
+        "CUTLASS_MLA", 128, 0.98)
+    assert args["jit_monitor_mode"] == "error" and args["enable_expert_parallel"] is True
+    assert args["enable_mamba_cache_stochastic_rounding"] is True
+    task = suite.tasks["gsm8k"]
+    assert task.gen_kwargs == "top_p=1,top_k=0,max_gen_toks=1536" and task.metadata == {"max_seq_lengths": [131072]}
+    assert task.fewshot_seed == 1234  # lm-eval's default, which vLLM's runner leaves alone
+    # what changes the measurement enters the baseline's identity; absent, earlier identities are unchanged
+    from pytest_quant.config import TaskConfig
+    from pytest_quant.evaluation import task_identity
+    ident = task_identity(task, suite.evaluation)
+    assert ident["gen_kwargs"] and ident["metadata"] and ident["fewshot_seed"] == 1234
+    assert ident["backend_args"]["attention_backend"] == "CUTLASS_MLA" and "gpu_memory_utilization" not in ident["backend_args"]
+    assert set(TaskConfig(name="t").fingerprint_payload()) == {
+        "task", "metric", "limit", "num_fewshot", "include_path", "perplexity", "seq_len", "max_tokens",
+        "apply_chat_template", "split"}
+    # absent num_fewshot: the task's own default (the C4/Command configs); a bare metric is lm-eval's unfiltered one
+    with pytest.warns(PytestQuantWarning, match="read as lm-eval's unfiltered 'pass_at_1,none'"):
+        suite, _ = load_imported_text(VLLM_OK.replace("num_fewshot: 5\n", "").replace('"exact_match,strict-match"', "pass_at_1"), "v.yaml")
+    assert suite.tasks["gsm8k"].num_fewshot is None and suite.tasks["gsm8k"].metric == "pass_at_1,none"
+    # a chat template with single-turn few-shot examples, as the runner's default fewshot_as_multiturn: false
+    suite, _ = load_imported_text(VLLM_OK + "apply_chat_template: true\n", "v.yaml")
+    task = suite.tasks["gsm8k"]
+    assert task.apply_chat_template and task.fewshot_as_multiturn is False and not task.multiturn
+    # a floor from value 0.0 can never fail: said at collection
+    with pytest.warns(PytestQuantWarning, match="value 0.0 can never fail"):
+        load_imported_text(VLLM_OK.replace("value: 0.75", "value: 0.0"), "v.yaml")
+    # so does an upstream placeholder rtol ("retune rtol after first successful CI run"): upstream's floor, said
+    with pytest.warns(PytestQuantWarning, match="rtol 100 puts every floor at or below 0: these floors can never fail"):
+        suite, _ = load_imported_text(VLLM_OK + "rtol: 100\n", "v.yaml")
+    assert suite.budgets[0].min_value.floor == pytest.approx(0.75 * (1 - 100))
+
+
+def test_vllm_lists_give_tensor_parallel_size_and_hardware(tmp_path):
+    folder = tmp_path / VLLM_DIR
+    folder.mkdir(parents=True)
+    for name in ("A.yaml", "B.yaml", "C.yaml", "D.yaml", "E.yaml"):
+        (folder / name).write_text(VLLM_OK)
+    (folder / "models-large.txt").write_text("A.yaml\n# B.yaml\n")
+    (folder / "models-large-hopper.txt").write_text("A.yaml\nB.yaml\nC.yaml\n")
+    (folder / "models-large-rocm-tp4.txt").write_text("C.yaml\n")
+    (folder / "models-small-rocm.txt").write_text("D.yaml\n")
+
+    def placed(name, tp=1):
+        suite, _ = load_imported(folder / name, default_tp=tp)
+        return suite.evaluation.backend_args.get("tensor_parallel_size", 1), suite.hardware
+
+    assert placed("A.yaml") == (4, ())  # in a general list: any CUDA GPU, its --tp-size
+    assert placed("B.yaml") == (4, ("hopper",))  # commented out of models-large.txt
+    assert placed("C.yaml") == (4, ("hopper", "rocm"))  # either hardware list runs it
+    assert placed("D.yaml", tp=2) == (2, ("rocm",))  # no size for that list: the ini default
+    assert placed("E.yaml", tp=3) == (3, ())  # no list names it
+
+
+def test_llmcompressor_gptq_modifier_gets_actorder_none_as_upstream():
+    pytest.importorskip("llmcompressor")
+    from pytest_quant.backends.quantize.llmcompressor import build_recipe
+    from pytest_quant.config import SchemeConfig
+
+    def actorder(**kw):
+        (modifier,) = build_recipe(SchemeConfig.model_validate({"name": "g", "method": "gptq", **kw}))
+        return modifier.actorder
+
+    assert actorder(actorder="none") is None
+    assert str(actorder(actorder="weight")).endswith("weight")
+    assert actorder() is not None  # unset: llm-compressor's own default (static), as before
+    awq = build_recipe(SchemeConfig.model_validate({"name": "a", "method": "awq", "duo_scaling": "both"}))
+    assert awq[0].duo_scaling == "both"
+    text = build_recipe(SchemeConfig.model_validate({"name": "r", "method": "recipe", "recipe": {
+        "quant_stage": {"quant_modifiers": {"QuantizationModifier": {"targets": "Linear", "scheme": "NVFP4"}}}}}))
+    assert "scheme: NVFP4" in text
 
 
 # -- llm-compressor --------------------------------------------------------------
@@ -133,22 +222,26 @@ def test_llmcompressor_gptq_config_maps_scheme_recovery_and_warning_floors():
     assert suite.model.name == "example-org/Example-8B-Instruct"
     scheme = suite.schemes["w4a16-gptq"]
     assert scheme.method == "gptq" and scheme.backend == "llmcompressor"
+    assert scheme.actorder == "none"  # build_recipe's GPTQModifier(actorder=None), not llm-compressor's default
     assert (scheme.weights.bits, scheme.weights.group_size, scheme.weights.symmetric) == (4, 128, True)  # compressed-tensors W4A16
     assert (scheme.calibration.samples, scheme.calibration.seq_len, scheme.calibration.seed) == (256, 2048, 42)
     assert scheme.ignore == ("lm_head", "re:.*mlp.gate[.].*")  # llm-compressor's test recipe ignores these
     checks = expand_checks(suite, lines)
     assert [c.name for c in checks] == [
-        "recovery>=93%[w4a16-gptq-gsm8k-flexible-extract]", "recovery>=94%[w4a16-gptq-gsm8k-strict-match]",
+        "parity-recovery>=93%[w4a16-gptq-gsm8k-flexible-extract]", "recovery>=93%[w4a16-gptq-gsm8k-flexible-extract]",
+        "parity-recovery>=94%[w4a16-gptq-gsm8k-strict-match]", "recovery>=94%[w4a16-gptq-gsm8k-strict-match]",
         "value>=0.665[w4a16-gptq-gsm8k-flexible-extract]", "value>=0.6555[w4a16-gptq-gsm8k-strict-match]",
     ]
-    recovery = {c.task: c.budget.threshold for c in checks[:2]}
+    assert [c.budget.parity for c in checks] == ["llm-compressor", None, "llm-compressor", None, None, None]
+    recovery = {c.task: c.budget.threshold for c in checks[:4]}
     assert str(recovery["gsm8k-strict-match"]) == "6%" and str(recovery["gsm8k-flexible-extract"]) == "7%"
-    assert [c.line for c in checks] == [19, 18, 21, 22]
-    floors = [c.budget for c in checks[2:]]
+    assert [c.line for c in checks] == [19, 19, 18, 18, 21, 22]
+    floors = [c.budget for c in checks[4:]]
+    assert all(b.mode == "point" for b in floors)
     assert all(b.xfail and "warnings" in b.xfail and b.min_value.rtol == pytest.approx(0.05) for b in floors)
     ev = suite.evaluation
     assert (ev.backend, ev.dtype, ev.batch_size, ev.backend_args) == ("hf", "bfloat16", 100, {"add_bos_token": True})
-    assert suite.mode == "point" and suite.seed == 42 and suite.marks == ("slow",)
+    assert suite.mode is None and suite.seed == 42 and suite.marks == ("slow",)  # paired items: the session's mode
 
 
 def test_llmcompressor_defaults_follow_their_test():
@@ -158,8 +251,10 @@ def test_llmcompressor_defaults_follow_their_test():
     assert fp8.activations.type == "float" and fp8.activations.dynamic and fp8.calibration is None
     task = suite.tasks["gsm8k-flexible-extract"]
     assert (task.lm_eval_task, task.limit, task.num_fewshot) == ("gsm8k", 1000, 5)
-    assert ids(suite)[:2] == ["recovery>=95%[fp8_dynamic-gsm8k-flexible-extract]", "recovery>=95%[fp8_dynamic-gsm8k-strict-match]"]
-    assert len(suite.budgets) == 3  # one 95% recovery budget over both metrics, one floor per metric
+    assert ids(suite)[:4] == [
+        "parity-recovery>=95%[fp8_dynamic-gsm8k-flexible-extract]", "parity-recovery>=95%[fp8_dynamic-gsm8k-strict-match]",
+        "recovery>=95%[fp8_dynamic-gsm8k-flexible-extract]", "recovery>=95%[fp8_dynamic-gsm8k-strict-match]"]
+    assert len(suite.budgets) == 4  # a 95% parity and a 95% paired budget over both metrics, one floor per metric
     ev = suite.evaluation  # lm-eval through vLLM, as llm-compressor's test runs today
     assert (ev.backend, ev.device, ev.dtype) == ("vllm", "cuda", "bfloat16")
     assert ev.backend_args == {"add_bos_token": True, "max_model_len": 2048, "gpu_memory_utilization": 0.7}
@@ -188,15 +283,117 @@ def test_weight_only_presets_map_exactly(scheme, quant_type, method, bits, symme
 
 
 @pytest.mark.parametrize(
+    "preset,quant_type,modifier",
+    [
+        ("W8A8", None, "QuantizationModifier"),
+        ("FP8", None, "QuantizationModifier"),  # static per-tensor FP8
+        ("NVFP4", None, "QuantizationModifier"),
+        ("MXFP4", None, "QuantizationModifier"),
+        ("W8A8", "GPTQ", "GPTQModifier"),
+        ("FP8_DYNAMIC", "GPTQ", "GPTQModifier"),
+    ],
+)
+def test_other_presets_run_as_the_recipe_upstream_builds(preset, quant_type, modifier):
+    """tests/e2e/e2e_utils.py build_recipe: Modifier(targets='Linear', scheme=preset[, actorder=None], ignore=...)."""
+    doc = {"cadence": "weekly", "model": "m", "scheme": preset, "lmeval": {"model": "hf"}}
+    if quant_type:
+        doc["quant_type"] = quant_type
+    suite = from_llmcompressor_config(doc, "c.yaml")
+    (s,) = suite.schemes.values()
+    assert s.method == "recipe" and s.backend == "llmcompressor" and s.weights is None
+    body = s.recipe["quant_stage"]["quant_modifiers"][modifier]
+    assert body["scheme"] == preset and body["targets"] == "Linear" and body["ignore"] == ["lm_head", "re:.*mlp.gate[.].*"]
+    assert ("actorder" in body and body["actorder"] is None) == (quant_type == "GPTQ")
+    assert (s.calibration is not None) == (quant_type == "GPTQ")
+    assert s.describe() == f"recipe {modifier} {preset}"
+
+
+def test_recipe_files_and_model_free_ptq(tmp_path):
+    """A recipe path is upstream's, relative to its checkout: found from the config's folder upwards, run as given."""
+    recipe = tmp_path / "tests" / "e2e" / "recipes" / "actorder" / "recipe_w4a16_actorder_group.yaml"
+    recipe.parent.mkdir(parents=True)
+    recipe.write_text("quant_stage:\n  quant_modifiers:\n    GPTQModifier:\n      actorder: group\n")
+    config = tmp_path / LLMC_DIR / "w4a16_actorder_group.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(textwrap.dedent(
+        """\
+        cadence: "weekly"
+        model: m
+        recipe: tests/e2e/recipes/actorder/recipe_w4a16_actorder_group.yaml
+        dataset_id: HuggingFaceH4/ultrachat_200k
+        num_calibration_samples: 64
+        lmeval:
+          model: hf
+          recovery_threshold:
+            exact_match,strict-match: 0.94
+            exact_match,flexible-extract: 0.95
+          metrics:
+            exact_match,flexible-extract: 0.75
+        """))
+    with pytest.warns(PytestQuantWarning, match="calibrates the recipe on its seeded built-in corpus"):
+        suite, lines = load_imported(config)
+    scheme = suite.schemes["w4a16_actorder_group"]
+    assert scheme.method == "recipe" and scheme.recipe == str(recipe.resolve())
+    assert (scheme.calibration.samples, scheme.calibration.seq_len, scheme.calibration.seed) == (64, 2048, 42)
+    # upstream checks only the metrics its run prints (lmeval.metrics): no parity item for strict-match
+    assert ids(suite, lines) == [
+        "parity-recovery>=95%[w4a16_actorder_group-gsm8k-flexible-extract]",
+        "recovery>=95%[w4a16_actorder_group-gsm8k-flexible-extract]",
+        "recovery>=94%[w4a16_actorder_group-gsm8k-strict-match]",
+        "value>=0.7125[w4a16_actorder_group-gsm8k-flexible-extract]",
+    ]
+    doc = {"cadence": "weekly", "model": "m", "entrypoint": "model_free_ptq", "scheme": "FP8_DYNAMIC",
+           "ignore": ["lm_head", "re:.*mlp.gate$"], "num_gpus": 2, "pipeline_parallel": True,
+           "lmeval": {"metrics": {"exact_match,strict-match": 0.845}}}
+    suite = from_llmcompressor_config(doc, "c.yaml")
+    (s,) = suite.schemes.values()
+    assert (s.method, s.preset, s.ignore, s.calibration) == ("model_free_ptq", "FP8_DYNAMIC", ("lm_head", "re:.*mlp.gate$"), None)
+    assert suite.evaluation.backend_args["pipeline_parallel_size"] == 2
+
+
+@pytest.mark.parametrize("base_n,cand_n,n,recovery", [
+    (760, 711, 1000, 0.94),  # 0.9355: rounds up to 0.94, upstream passes where the exact ratio fails
+    (760, 707, 1000, 0.94),  # 0.9303: rounds down to 0.93
+    (800, 756, 1000, 0.95),  # 0.945 exactly in decimal: Python's round of the float
+    (500, 475, 1000, 0.95), (500, 474, 1000, 0.95), (200, 187, 250, 0.93), (200, 185, 250, 0.93),
+    (100, 100, 250, 1.0), (100, 99, 250, 1.0), (1, 1, 4, 0.5), (999, 900, 1000, 0.9),
+])
+def test_parity_items_reproduce_llmcompressor_decisions(base_n, cand_n, n, recovery):
+    """The upstream-parity item's decision equals llm-compressor's on (base, candidate) pairs at the rounding edge,
+    whatever the paired item beside it says."""
+    from pytest_quant.budget import recovery_to_threshold
+    from pytest_quant.verdict import judge, judge_parity
+
+    base = _result([1.0] * base_n + [0.0] * (n - base_n))
+    cand = _result([1.0] * cand_n + [0.0] * (n - cand_n))
+    upstream = round(cand.value / base.value, 2) >= recovery  # tests/lmeval/test_lmeval.py _validate_recovery
+    threshold = recovery_to_threshold(f"{recovery * 100:g}%") if recovery < 1 else parse_threshold("0%")
+    out = judge_parity(base, cand, threshold=threshold, confidence=0.95)
+    assert out.passed == upstream and out.verdict.mode == "point" and out.row["mode"] == "parity"
+    assert "upstream rule (llm-compressor)" in out.explanation and out.row["evidence"] in ("within", "violated", "inconclusive")
+    exact = judge(base, cand, threshold=threshold, mode="point", confidence=0.95)
+    if (base_n, cand_n) == (760, 711):
+        assert out.passed and not exact.passed  # where the old gate and an exact ratio disagree
+
+
+def test_parity_budget_is_a_point_rule():
+    from pytest_quant.config import BudgetConfig
+    BudgetConfig.model_validate({"min_recovery": "94%", "parity": "llm-compressor"})
+    for extra, words in [({"mode": "gate"}, "point rule"), ({"confidence": 0.9}, "point rule")]:
+        with pytest.raises(ValueError, match=words):
+            BudgetConfig.model_validate({"min_recovery": "94%", "parity": "llm-compressor", **extra})
+    with pytest.raises(ValueError, match="reproduces a relative recovery check"):
+        BudgetConfig.model_validate({"max_drop": "1pp", "parity": "llm-compressor"})
+
+
+@pytest.mark.parametrize(
     "edit,field,words",
     [
-        ({"scheme": "W8A8"}, "scheme", "smoothquant"),
-        ({"scheme": "FP8"}, "scheme", "per-tensor weight scales"),
-        ({"scheme": "NVFP4"}, "scheme", "FP4/MX"),
         ({"scheme": "W4A16_actorder_group"}, "scheme", "not a compressed-tensors preset"),
-        ({"recipe": "tests/e2e/recipes/actorder/recipe_w4a16_actorder_group.yaml"}, "recipe", "recipes are not mapped"),
-        ({"scheme": "FP8_DYNAMIC", "quant_type": "GPTQ"}, "quant_type", "GPTQ on FP8"),
-        ({"entrypoint": "model_free_ptq"}, "entrypoint", "'oneshot'"),
+        ({"recipe": "tests/e2e/recipes/nowhere.yaml"}, "recipe", "recipe file not found"),
+        ({"entrypoint": "ptq"}, "entrypoint", "'oneshot' or 'model_free_ptq'"),
+        ({"entrypoint": "model_free_ptq", "recipe": "r.yaml"}, "recipe", "a preset scheme, not a recipe"),
+        ({"quant_type": "AWQ"}, "quant_type", "'GPTQ' or 'RTN'"),
         ({"model_class": "Qwen2_5_VLForConditionalGeneration"}, "model_class", "causal language models"),
         ({"lmeval": {"model": "hf-multimodal"}}, "lmeval.model", "multimodal"),
         ({"lmeval": {"model": "hf", "limt": 10}}, "lmeval.limt", "unknown key 'limt'"),
@@ -218,8 +415,9 @@ def test_llmcompressor_errors_name_the_field(edit, field, words):
 def test_recovery_of_100_percent_is_no_loss_and_without_metrics_the_default_metric_is_used():
     doc = {"cadence": "weekly", "model": "m", "scheme": "W8A16", "lmeval": {"model": "hf", "recovery_threshold": 1.0}}
     suite = from_llmcompressor_config(doc, "c.yaml")
-    (budget,) = suite.budgets
+    parity, budget = suite.budgets
     assert budget.name == "recovery>=100%" and str(budget.max_drop) == "0%"
+    assert parity.parity == "llm-compressor" and str(parity.max_drop) == "0%"
     assert suite.tasks["gsm8k"].metric is None  # the evaluator's default metric of the task
 
 
@@ -328,11 +526,13 @@ def test_ini_globs_collect_imported_configs_with_readable_ids(pytester: pytest.P
         f"{VLLM_DIR}/Example-8B-Instruct-FP8.yaml::value>=0.655[[]gsm8k-strict-match]",
         f"{VLLM_DIR}/Example-8B-Instruct-FP8.yaml::value>=0.667[[]gsm8k-flexible-extract]",
         f"{VLLM_DIR}/Example-8B-Instruct-FP8.yaml::value>=0.3772[[]mmlu_pro]",
+        f"{LLMC_DIR}/fp8_dynamic_per_token.yaml::parity-recovery>=95%[[]fp8_dynamic-gsm8k-flexible-extract]",
+        f"{LLMC_DIR}/fp8_dynamic_per_token.yaml::parity-recovery>=95%[[]fp8_dynamic-gsm8k-strict-match]",
         f"{LLMC_DIR}/fp8_dynamic_per_token.yaml::recovery>=95%[[]fp8_dynamic-gsm8k-flexible-extract]",
         f"{LLMC_DIR}/fp8_dynamic_per_token.yaml::recovery>=95%[[]fp8_dynamic-gsm8k-strict-match]",
         f"{LLMC_DIR}/fp8_dynamic_per_token.yaml::value>=0.703[[]fp8_dynamic-gsm8k-flexible-extract]",
         f"{LLMC_DIR}/fp8_dynamic_per_token.yaml::value>=0.6935[[]fp8_dynamic-gsm8k-strict-match]",
-        "*7 tests collected*",
+        "*9 tests collected*",
     ])
     assert "Tiny-Llama" not in result.stdout.str()
     # vLLM-backend items need a GPU: skipped with the reason on a CPU machine, never an error
@@ -345,14 +545,32 @@ def test_ini_globs_collect_imported_configs_with_readable_ids(pytester: pytest.P
     assert "value>=" not in result.stdout.str()
 
 
-def test_unmappable_config_is_a_collection_error_naming_file_and_field(pytester: pytest.Pytester):
-    _lay_out(pytester, {})
+def test_one_unmappable_config_is_one_failing_item_and_the_others_run(pytester: pytest.Pytester):
+    """`pytest -m gpu` over an upstream folder: a file that cannot be mapped fails alone (or skips, by ini)."""
+    _lay_out(pytester, {VLLM_DIR: DATA / "vllm" / "Example-8B-Instruct-FP8.yaml"})
     folder = pytester.path / LLMC_DIR
     folder.mkdir(parents=True)
-    (folder / "int8.yaml").write_text('cadence: "weekly"\nmodel: org/m\nscheme: INT8\nlmeval:\n  model: hf\n')
-    result = pytester.runpytest("--collect-only", "-p", "no:cacheprovider")
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines([f"*{LLMC_DIR}/int8.yaml:3: scheme: preset INT8 is integer weights with int8/int4 activations*"])
+    (folder / "vl.yaml").write_text('cadence: "weekly"\nmodel: org/m\nmodel_class: Qwen3VLForConditionalGeneration\n'
+                                    "scheme: W4A16\nlmeval:\n  model: vllm-vlm\n")
+    (pytester.path / VLLM_DIR / "Bad.yaml").write_text("model_name: m\ntasks: [\n")
+    result = pytester.runpytest("--collect-only", "-q", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()  # not interrupted
+    result.stdout.fnmatch_lines([f"{VLLM_DIR}/Bad.yaml::import", f"{LLMC_DIR}/vl.yaml::import", "*5 tests collected*"])
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rfs", str(pytester.path / LLMC_DIR),
+                                           f"{VLLM_DIR}/Bad.yaml")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        f"*not imported: *{LLMC_DIR}/vl.yaml:3: model_class: only causal language models*",
+        f"*not imported: *{VLLM_DIR}/Bad.yaml:3: not valid YAML*",
+    ])
+    # under the ini switch they skip with the same reason; --quant-strict still fails the session on them
+    pytester.makeini(f"[pytest]\nquant_import_globs =\n    {VLLM_DIR}/*.yaml\n    {LLMC_DIR}/*.yaml\nquant_import_errors = skip\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", str(pytester.path / LLMC_DIR))
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*not imported: *vl.yaml:3: model_class*"])
+    assert result.ret == pytest.ExitCode.OK
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--quant-strict", str(pytester.path / LLMC_DIR))
+    assert result.ret != pytest.ExitCode.OK
 
 
 @pytest.fixture(scope="module")
@@ -399,14 +617,72 @@ def test_vllm_floor_passes_and_fails_on_a_real_evaluation(pytester: pytest.Pytes
 def test_llmcompressor_recovery_is_paired_and_metrics_only_warn(pytester: pytest.Pytester, cache_dir):
     _lay_out(pytester, {LLMC_DIR: DATA / "llmcompressor" / "tiny_fp8_dynamic.yaml"})
     report = pytester.path / "r.json"
-    result = _run(pytester, cache_dir, "--quant-update-baselines", f"--quant-report={report}")
-    result.assert_outcomes(passed=1, xfailed=1)
+    result = _run(pytester, cache_dir, "--quant-update-baselines", f"--quant-report={report}", "--quant-mode=gate")
+    result.assert_outcomes(passed=1, failed=1, xfailed=1)
     result.stdout.fnmatch_lines([
         "*quantizing tiny-llama-test with fp8_dynamic (fp8 W8(fp8)A8(fp8,dynamic) per-channel)*",
         "*XFAIL*value>=0.9405[[]fp8_dynamic-arc_easy]*lmeval.metrics as warnings*",
     ])
     rows = {r["item"].split("::")[1]: r for r in json.loads(report.read_text())["items"]}
+    # upstream's rule, whatever --quant-mode says: the rounded ratio of the two values
+    parity = rows["parity-recovery>=50%[fp8_dynamic-arc_easy]"]
+    assert parity["mode"] == "parity" and parity["verdict"] == "pass"
+    assert round(parity["value"] / parity["baseline"], 2) >= 0.5
+    # beside it, the paired item in the session's mode: 20 items cannot show a 50% loss is ruled out
     recovery = rows["recovery>=50%[fp8_dynamic-arc_easy]"]
-    assert recovery["verdict"] == "pass" and recovery["n"] == 20 and recovery["metric"] == "acc"
+    assert recovery["verdict"] == "fail" and recovery["mode"] == "gate" and recovery["n"] == 20
+    assert recovery["metric"] == "acc" and recovery["evidence"] == "inconclusive"
     assert recovery["ci_low"] <= recovery["drop"] <= recovery["ci_high"]  # paired bounds come with it
     assert rows["value>=0.9405[fp8_dynamic-arc_easy]"]["verdict"] == "xfail"
+
+
+@pytest.mark.slow
+def test_llmcompressor_recipe_and_model_free_configs_run(pytester: pytest.Pytester, cache_dir):
+    """A `recipe:` config runs that recipe through oneshot (here: FP8 weights per channel, dynamic per-token
+    activations, written in the shape of upstream's tests/e2e/recipes/FP8/recipe_fp8_dynamic.yaml); an
+    `entrypoint: model_free_ptq` config runs llmcompressor.model_free_ptq with its preset; an NVFP4 preset runs as
+    the recipe upstream builds, calibrated, and is evaluated dequantized by the HF backend on this CPU."""
+    _lay_out(pytester, {})
+    recipes = pytester.path / "tests" / "e2e" / "recipes" / "FP8"
+    recipes.mkdir(parents=True)
+    (recipes / "recipe_fp8_dynamic.yaml").write_text(textwrap.dedent(
+        """\
+        quant_stage:
+          quant_modifiers:
+            QuantizationModifier:
+              ignore: ["lm_head"]
+              config_groups:
+                group_0:
+                  weights: {num_bits: 8, type: float, symmetric: true, strategy: channel, dynamic: false}
+                  input_activations: {num_bits: 8, type: float, symmetric: true, strategy: token, dynamic: true}
+                  targets: ["Linear"]
+        """))
+    folder = pytester.path / LLMC_DIR
+    folder.mkdir(parents=True)
+    (folder / "fp8_recipe.yaml").write_text(
+        (DATA / "llmcompressor" / "tiny_fp8_dynamic.yaml").read_text().replace(
+            "scheme: FP8_DYNAMIC", "recipe: tests/e2e/recipes/FP8/recipe_fp8_dynamic.yaml"))
+    (folder / "model_free.yaml").write_text(
+        (DATA / "llmcompressor" / "tiny_fp8_dynamic.yaml").read_text().replace(
+            "scheme: FP8_DYNAMIC", "entrypoint: model_free_ptq\nscheme: FP8_DYNAMIC\nignore: [lm_head]"))
+    (folder / "w4a4_nvfp4.yaml").write_text(
+        (DATA / "llmcompressor" / "tiny_fp8_dynamic.yaml").read_text().replace(
+            "scheme: FP8_DYNAMIC", "scheme: NVFP4\ndataset_id: HuggingFaceH4/ultrachat_200k\n"
+            "num_calibration_samples: 4\nmax_seq_length: 64").replace("recovery_threshold: 0.5", "recovery_threshold: 0.3"))
+    report = pytester.path / "r.json"
+    result = _run(pytester, cache_dir, "--quant-update-baselines", f"--quant-report={report}")
+    result.assert_outcomes(passed=6, xfailed=3)
+    result.stdout.fnmatch_lines_random([
+        "*quantizing tiny-llama-test with fp8_dynamic (recipe *recipe_fp8_dynamic.yaml)*",
+        "*quantizing tiny-llama-test with fp8_dynamic-model-free (model_free_ptq FP8_DYNAMIC)*",
+        "*quantizing tiny-llama-test with nvfp4 (recipe QuantizationModifier NVFP4)*",
+    ])
+    nvfp4 = {r["item"].split("::")[1]: r for r in json.loads(report.read_text())["items"]
+             if r["item"].startswith(f"{LLMC_DIR}/w4a4_nvfp4.yaml")}
+    assert nvfp4["parity-recovery>=30%[nvfp4-arc_easy]"]["verdict"] == "pass" and len(nvfp4) == 3
+    rows = {tuple(r["item"].split("::")): r for r in json.loads(report.read_text())["items"]}
+    for name, scheme in (("fp8_recipe.yaml", "fp8_dynamic"), ("model_free.yaml", "fp8_dynamic-model-free")):
+        item = f"{LLMC_DIR}/{name}"
+        assert rows[(item, f"parity-recovery>=50%[{scheme}-arc_easy]")]["verdict"] == "pass"
+        recovery = rows[(item, f"recovery>=50%[{scheme}-arc_easy]")]
+        assert recovery["verdict"] == "pass" and recovery["n"] == 20

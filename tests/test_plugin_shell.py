@@ -31,7 +31,7 @@ def test_help_lists_the_quant_group_without_importing_torch(pytester: pytest.Pyt
 
 def test_markers_are_registered(pytester: pytest.Pytester):
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.gpu(devices=1)*", "@pytest.mark.quant*", "@pytest.mark.slow*"])
+    result.stdout.fnmatch_lines(["@pytest.mark.gpu(devices=1, hardware=None)*", "@pytest.mark.quant*", "@pytest.mark.slow*"])
 
 
 def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester):
@@ -63,7 +63,21 @@ def test_gpu_marker_skips_with_reason_and_checks_kwargs(pytester: pytest.Pyteste
     )
     result = pytester.runpytest()
     assert result.ret != 0
-    result.stderr.fnmatch_lines(["*marker @gpu takes devices; got memory*"])
+    result.stderr.fnmatch_lines(["*marker @gpu takes devices, hardware; got memory*"])
+    # hardware-tied items (vLLM's ROCm / Hopper lists) skip on other hardware, with the reason
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.gpu(devices=0, hardware="rocm,hopper")
+        def test_tied():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")  # torch is imported once per process
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*its recorded values belong to AMD (ROCm) or NVIDIA Hopper (sm90) GPUs; this machine has none of those*"]
+    )
 
 
 def test_malformed_suite_is_a_collection_error_naming_file_and_field(pytester: pytest.Pytester):

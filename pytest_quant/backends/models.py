@@ -585,6 +585,10 @@ def load_causal_lm(
         # we pass dequantize=True on purpose; transformers warns that the checkpoint's own config wins otherwise
         warnings.filterwarnings("ignore", message="You passed `quantization_config`", category=UserWarning)
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if dtype != "auto" and any(p.dtype != kwargs["dtype"] for p in model.parameters() if p.is_floating_point()):
+        # compressed-tensors dequantizes FP4 (NVFP4 / MXFP4) weights to bfloat16 whatever dtype was asked for:
+        # one dtype for every weight, or the forward pass fails on mixed dtypes
+        model.to(kwargs["dtype"])
     model.to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)

@@ -76,6 +76,13 @@ def cpu_kernel_gap(quantization_config: dict[str, Any] | None, *, has_wna16_kern
                 weight_only.append((int(weights.get("num_bits", 8)), str(weights.get("type", "int"))))
     else:
         return None
+    for group in _groups(quantization_config) if method == "compressed-tensors" else []:
+        weights = group.get("weights") or {}
+        if weights.get("type") == "float" and int(weights.get("num_bits", 8)) < 8:
+            return (
+                f"vLLM-CPU has no kernel for {weights.get('num_bits')}-bit floating-point weights (NVFP4 / MXFP4); "
+                "evaluate this scheme with backend 'hf' (dequantized) or vLLM on a GPU"
+            )
     for bits, kind in weight_only:
         if kind == "int" and bits != 4:
             return (

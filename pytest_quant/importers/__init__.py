@@ -9,12 +9,12 @@ reports.
 - vLLM (``.buildkite/lm-eval-harness/configs/*.yaml`` in vllm-project/vllm): :mod:`.vllm`;
 - llm-compressor (``tests/lmeval/configs/*.yaml`` in vllm-project/llm-compressor): :mod:`.llmcompressor`.
 
-Anything the formats can say that pytest-quant cannot do faithfully (recipes,
-activation-quantized integer presets, multimodal backends, generation
-overrides) is a :class:`QuantConfigError` naming the file, the line and the
-field, never a silent approximation. Settings of the vLLM engine alone that do
-not change the prompts or the metric (``env_vars``, ROCm-only keys) are left out
-with a :class:`PytestQuantWarning`.
+Anything the formats can say that pytest-quant cannot do faithfully (multimodal
+backends and model classes, non-causal models) is a :class:`QuantConfigError` naming
+the file, the line and the field, never a silent approximation; collected, such a file
+becomes one item that fails (or skips, ini ``quant_import_errors = skip``) with that
+message, and the other files run. ROCm-only keys are left out with a
+:class:`PytestQuantWarning`.
 """
 
 from __future__ import annotations
@@ -77,9 +77,11 @@ def _validate(suite: dict[str, Any], source: str) -> SuiteConfig:
         ) from None
 
 
-def from_vllm_config(data: Any, source: str, lines: dict[FieldPath, int] | None = None) -> SuiteConfig:
+def from_vllm_config(
+    data: Any, source: str, lines: dict[FieldPath, int] | None = None, *, default_tp: int = 1
+) -> SuiteConfig:
     """A vLLM ``.buildkite/lm-eval-harness/configs/*.yaml`` file (already parsed) as a suite."""
-    suite, _ = vllm.suite_from_vllm(data, Reader(source, lines, vllm.FORMAT))
+    suite, _ = vllm.suite_from_vllm(data, Reader(source, lines, vllm.FORMAT), default_tp=default_tp)
     return _validate(suite, source)
 
 
@@ -90,12 +92,12 @@ def from_llmcompressor_config(data: Any, source: str, lines: dict[FieldPath, int
 
 
 def import_config(
-    data: Any, source: str, lines: dict[FieldPath, int] | None = None
+    data: Any, source: str, lines: dict[FieldPath, int] | None = None, *, default_tp: int = 1
 ) -> tuple[SuiteConfig, dict[FieldPath, int]]:
     """Either format as a suite, with the line of each budget's origin in the file (for item locations)."""
     fmt = detect_format(data, source)
     if fmt == "vllm":
-        suite, origins = vllm.suite_from_vllm(data, Reader(source, lines, vllm.FORMAT))
+        suite, origins = vllm.suite_from_vllm(data, Reader(source, lines, vllm.FORMAT), default_tp=default_tp)
     else:
         suite, origins = llmcompressor.suite_from_llmcompressor(data, Reader(source, lines, llmcompressor.FORMAT))
     config = _validate(suite, source)
@@ -105,7 +107,7 @@ def import_config(
     return config, budget_lines
 
 
-def load_imported_text(text: str, source: str) -> tuple[SuiteConfig, dict[FieldPath, int]]:
+def load_imported_text(text: str, source: str, *, default_tp: int = 1) -> tuple[SuiteConfig, dict[FieldPath, int]]:
     try:
         node = yaml.compose(text, Loader=LineLoader)
         data = yaml.load(text, Loader=LineLoader)
@@ -122,15 +124,15 @@ def load_imported_text(text: str, source: str) -> tuple[SuiteConfig, dict[FieldP
             compose_lines(node, (), lines)
         except QuantConfigError as exc:
             raise QuantConfigError(exc.detail, source=source, field=exc.field, line=exc.line) from None
-    return import_config(data, source, lines)
+    return import_config(data, source, lines, default_tp=default_tp)
 
 
-def load_imported(path: Path) -> tuple[SuiteConfig, dict[FieldPath, int]]:
+def load_imported(path: Path, *, default_tp: int = 1) -> tuple[SuiteConfig, dict[FieldPath, int]]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise QuantConfigError(f"cannot read config: {exc}", source=str(path)) from None
-    return load_imported_text(text, str(path))
+    return load_imported_text(text, str(path), default_tp=default_tp)
 
 
 # -- the ini globs ---------------------------------------------------------------------

@@ -1,15 +1,26 @@
 """llm-compressor's lmeval test configs (``tests/lmeval/configs/*.yaml``) as suites.
 
 A base model, a preset ``scheme`` quantized here (``QuantizationModifier``, i.e. round-to-nearest,
-or ``GPTQModifier`` with ``quant_type: GPTQ``) and an ``lmeval`` block. ``recovery_threshold``
-(``quantized / base >= t``, 0.95 by default, per metric or for all) becomes ``min_recovery``, judged
-paired against the stored baseline of the base model; ``metrics`` (which llm-compressor only warns
-about, at 5% below the value) become ``min_value`` floors marked ``xfail`` so that they report
-without failing the run.
+or ``GPTQModifier(actorder=None)`` with ``quant_type: GPTQ``, as its ``tests/e2e/e2e_utils.py``
+``build_recipe``) or a ``recipe`` run through ``oneshot`` as given, or ``entrypoint: model_free_ptq``;
+and an ``lmeval`` block. ``recovery_threshold`` (0.95 by default, per metric or for all) becomes two
+items per threshold: an **upstream-parity** item that reproduces llm-compressor's own decision,
+``round(quantized / base, 2) >= t`` on the two aggregate values (``parity: llm-compressor``, a
+point rule whatever ``--quant-mode`` says), and beside it the **paired** ``min_recovery`` item,
+judged item by item against the stored baseline with stated confidence (the session's mode). A
+team sees where its old gate and the paired one disagree. ``metrics`` (which llm-compressor only
+warns about, at 5% below the value) become ``min_value`` floors marked ``xfail`` so that they
+report without failing the run.
+
+Presets a pytest-quant scheme spells out (``W4A16`` ... ``W8A16``, ``W4A16_ASYM``, ``FP8_DYNAMIC``)
+map to its methods; every other compressed-tensors preset (NVFP4, MXFP4, static per-tensor FP8,
+W8A8, ...) runs as the recipe upstream builds for it. Where the machine cannot evaluate the format
+(an FP4 kernel on CPU), the evaluation skips there with that reason and runs on a GPU.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pytest_quant.importers.reader import FieldPath, Reader, or_none, percent, slug, task_keys, validate_chat
@@ -83,57 +94,93 @@ LLMC_LMEVAL_KEYS = frozenset(
 )
 
 
-def scheme_from_preset(data: dict, r: Reader, seed: int) -> tuple[str, dict[str, Any]]:
-    if data.get("recipe") is not None:
-        raise r.error(
-            ("recipe",),
-            "llm-compressor recipes are not mapped: a recipe holds any modifiers and options "
-            "(GPTQ actorder, AWQ duo_scaling, mixed schemes) that a pytest-quant scheme does not express; "
-            "write this scheme as a *.quant.yaml suite or leave the file out of quant_import_globs",
+def find_recipe(recipe: str, config: Path) -> Path | None:
+    """An upstream recipe path (``tests/e2e/recipes/...``, relative to llm-compressor's checkout, where its
+    tests run) resolved against the config's folder and each folder above it."""
+    path = Path(recipe)
+    if path.is_absolute():
+        return path if path.is_file() else None
+    for folder in [config.parent, *config.parent.parents]:
+        if (folder / path).is_file():
+            return (folder / path).resolve()
+    return None
+
+
+def _calibration(data: dict, r: Reader, seed: int, what: str) -> dict[str, Any]:
+    if data.get("dataset_id"):
+        r.warn(
+            ("dataset_id",),
+            f"calibration data {data['dataset_id']!r} is not read: pytest-quant calibrates {what} on its seeded "
+            "built-in corpus (or a scheme's calibration.dataset)",
         )
+    return {
+        "samples": r.integer(data, (), "num_calibration_samples", 512, minimum=1),
+        "seq_len": r.integer(data, (), "max_seq_length", 2048, minimum=8),
+        "seed": seed,
+    }
+
+
+def _upstream_recipe(modifier: str, preset: str, actorder_none: bool) -> dict[str, Any]:
+    """The recipe llm-compressor's ``build_recipe`` makes of a preset (tests/e2e/e2e_utils.py)."""
+    body: dict[str, Any] = {"targets": "Linear", "scheme": preset}
+    if actorder_none:
+        body["actorder"] = None
+    body["ignore"] = list(LLMC_IGNORE)
+    return {"quant_stage": {"quant_modifiers": {modifier: body}}}
+
+
+def scheme_from_preset(data: dict, r: Reader, seed: int) -> tuple[str, dict[str, Any]]:
     entry = r.text(data, (), "entrypoint", "oneshot")
-    if entry != "oneshot":
-        raise r.error(("entrypoint",), "only the 'oneshot' pathway is mapped", entry)
+    if entry not in ("oneshot", "model_free_ptq"):
+        raise r.error(("entrypoint",), "expected 'oneshot' or 'model_free_ptq'", entry)
+    if entry == "model_free_ptq":
+        preset = r.text(data, (), "scheme").upper()
+        if data.get("recipe") is not None:
+            raise r.error(("recipe",), "model_free_ptq applies a preset scheme, not a recipe")
+        ignore = data.get("ignore") or []
+        if not isinstance(ignore, list) or not all(isinstance(i, str) and i for i in ignore):
+            raise r.error(("ignore",), "expected a list of module names or 're:' patterns", ignore)
+        return preset.lower() + "-model-free", {"method": "model_free_ptq", "preset": preset, "ignore": ignore}
+    if data.get("recipe") is not None:
+        recipe = r.text(data, (), "recipe")
+        found = find_recipe(recipe, Path(r.source))
+        if found is None:
+            raise r.error(
+                ("recipe",),
+                "recipe file not found relative to the config's folder or any folder above it (upstream resolves "
+                "it from llm-compressor's checkout: keep the config inside one)",
+                recipe,
+            )
+        scheme: dict[str, Any] = {"method": "recipe", "recipe": str(found)}
+        if data.get("dataset_id"):
+            scheme["calibration"] = _calibration(data, r, seed, "the recipe")
+        return slug(found.stem.removeprefix("recipe_")), scheme
     preset = r.text(data, (), "scheme").upper()  # compressed-tensors reads preset names upper-cased
     quant_type = data.get("quant_type")
     if quant_type not in (None, "RTN", "GPTQ"):
         raise r.error(("quant_type",), "expected 'GPTQ' or 'RTN'", quant_type)
     gptq = quant_type == "GPTQ"
-    calibration = {
-        "samples": r.integer(data, (), "num_calibration_samples", 512, minimum=1),
-        "seq_len": r.integer(data, (), "max_seq_length", 2048, minimum=8),
-        "seed": seed,
-    }
     if preset in _WEIGHT_ONLY:
         weights = {"symmetric": True, **_WEIGHT_ONLY[preset]}
-        if gptq and data.get("dataset_id"):
-            r.warn(
-                ("dataset_id",),
-                f"calibration data {data['dataset_id']!r} is not read: pytest-quant calibrates "
-                "on its seeded built-in corpus (or a scheme's calibration.dataset)",
-            )
-        if gptq:  # GPTQModifier(scheme=...) with llm-compressor's defaults (dampening 0.01)
-            scheme = {"method": "gptq", "weights": weights, "calibration": calibration}
+        if gptq:  # GPTQModifier(scheme=..., actorder=None): build_recipe's, dampening 0.01 (its default)
+            calibration = _calibration(data, r, seed, "GPTQ")
+            scheme = {"method": "gptq", "weights": weights, "calibration": calibration, "actorder": "none"}
         else:  # QuantizationModifier(scheme=...): round-to-nearest through llm-compressor itself
             scheme = {"method": "rtn", "backend": "llmcompressor", "weights": weights}
-    elif preset == "FP8_DYNAMIC":
-        if gptq:
-            raise r.error(
-                ("quant_type",), "GPTQ on FP8 weights is not expressible; pytest-quant's 'fp8' is round-to-nearest"
-            )
+    elif preset == "FP8_DYNAMIC" and not gptq:
         scheme = {"method": "fp8"}
-    elif preset in NOT_EXPRESSIBLE:
-        raise r.error(
-            ("scheme",),
-            f"preset {preset} is {NOT_EXPRESSIBLE[preset]}; mapped presets: "
-            f"{', '.join([*_WEIGHT_ONLY, 'FP8_DYNAMIC'])}",
-            data["scheme"],
-        )
+    elif preset in NOT_EXPRESSIBLE or preset == "FP8_DYNAMIC":
+        # upstream's recipe for the preset, as given: formats a pytest-quant scheme does not spell out
+        recipe = _upstream_recipe("GPTQModifier" if gptq else "QuantizationModifier", preset, actorder_none=gptq)
+        scheme = {"method": "recipe", "recipe": recipe}
+        if gptq or data.get("dataset_id"):  # upstream calibrates whenever a dataset is named
+            scheme["calibration"] = _calibration(data, r, seed, "the preset")
     else:
         raise r.error(
             ("scheme",), "not a compressed-tensors preset (without a recipe, 'scheme' must name one)", data["scheme"]
         )
-    scheme["ignore"] = list(LLMC_IGNORE)
+    if scheme["method"] != "recipe":
+        scheme["ignore"] = list(LLMC_IGNORE)
     return preset.lower() + ("-gptq" if gptq else ""), scheme
 
 
@@ -162,7 +209,8 @@ def suite_from_llmcompressor(data: Any, r: Reader) -> tuple[dict[str, Any], list
     task = r.text(lm, at, "task", "gsm8k")
     shots = r.integer(lm, at, "num_fewshot", 5, minimum=0, nullable=True)
     chat = r.flag(lm, at, "apply_chat_template", False)
-    validate_chat(r, lm, at, chat, r.flag(lm, at, "fewshot_as_multiturn", False), shots)
+    multiturn = r.flag(lm, at, "fewshot_as_multiturn", False)
+    validate_chat(r, lm, at, chat, multiturn, shots)
 
     floors = lm.get("metrics") or {}
     if not isinstance(floors, dict):
@@ -178,6 +226,8 @@ def suite_from_llmcompressor(data: Any, r: Reader) -> tuple[dict[str, Any], list
     tasks: dict[str, Any] = {}
     for key, metric in zip(keys, or_none(metrics), strict=True):
         tasks[key] = {"task": task, "metric": metric, "limit": limit, "num_fewshot": shots, "apply_chat_template": chat}
+        if chat:
+            tasks[key]["fewshot_as_multiturn"] = multiturn  # LmEvalConfig's default is False
         if key == task:
             del tasks[key]["task"]
 
@@ -188,7 +238,7 @@ def suite_from_llmcompressor(data: Any, r: Reader) -> tuple[dict[str, Any], list
         "tasks": tasks,
         "budgets": budgets,
         "evaluation": evaluation,
-        "mode": "point",  # llm-compressor's rule is a point check; --quant-mode=gate|alarm uses the paired bounds
+        # no suite mode: the paired items judge in the session's mode; parity items and floors state their own
         "seed": seed,
         "marks": marks,
     }
@@ -244,11 +294,26 @@ def _budgets(
         else:
             t = r.number(lm, at, "recovery_threshold", LLMC_DEFAULT_RECOVERY, low=0.0, high=1.0, low_open=True)
         by_threshold.setdefault(t, []).append(key)
+    # upstream checks the metrics its run prints: those of lmeval.metrics (all, when it names none)
+    checked = {k for k, m in zip(keys, or_none(metrics), strict=True) if not floors or m in floors}
     for t, group in by_threshold.items():
-        claim = {"max_drop": "0%"} if t >= 1.0 else {"min_recovery": percent(t)}
-        budgets.append({"name": f"recovery>={percent(t)}", "schemes": [scheme_name], "tasks": group, **claim})
         first = metrics[keys.index(group[0])] if metrics else None
-        origins.append(at + ("recovery_threshold",) + ((first,) if first in per_metric else ()))
+        origin = at + ("recovery_threshold",) + ((first,) if first in per_metric else ())
+        parity = [k for k in group if k in checked]
+        claim = {"max_drop": "0%"} if t >= 1.0 else {"min_recovery": percent(t)}
+        if parity:
+            budgets.append(
+                {
+                    "name": f"parity-recovery>={percent(t)}",
+                    "schemes": [scheme_name],
+                    "tasks": parity,
+                    **claim,
+                    "parity": "llm-compressor",
+                }
+            )
+            origins.append(origin)
+        budgets.append({"name": f"recovery>={percent(t)}", "schemes": [scheme_name], "tasks": group, **claim})
+        origins.append(origin)
     for key, metric in zip(keys, metrics, strict=False):  # no metrics named: one key, no floor
         if metric in floors:
             value = r.number(floors, at + ("metrics",), metric, low=-1e12, high=1e12)
@@ -257,6 +322,7 @@ def _budgets(
                     "schemes": [scheme_name],
                     "tasks": [key],
                     "xfail": LLMC_METRICS_XFAIL,
+                    "mode": "point",  # llm-compressor compares the value itself
                     "min_value": {"value": value, "rtol": percent(LLMC_WARNING_RTOL)},
                 }
             )

@@ -103,7 +103,12 @@ class Reader:
             raise self.error(path + (key,), "expected true or false", v)
         return v
 
-    def metric_name(self, name: Any, path: FieldPath) -> str:
+    def metric_name(self, name: Any, path: FieldPath, *, bare_is_unfiltered: bool = False) -> str:
+        """lm-eval's ``metric,filter`` key. ``bare_is_unfiltered``: a name without a filter is the
+        unfiltered one lm-eval reports as ``metric,none`` (said in a warning)."""
+        if bare_is_unfiltered and isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_@.-]+", name):
+            self.warn(path, f"{name!r} names no filter: read as lm-eval's unfiltered {name + ',none'!r}")
+            return name + ",none"
         if not isinstance(name, str) or name.count(",") != 1 or not all(p.strip() for p in name.split(",")):
             raise self.error(path, "a metric is lm-eval's 'metric,filter' key such as 'exact_match,strict-match'", name)
         return name
@@ -138,14 +143,7 @@ def percent(fraction: float) -> str:
 
 
 def validate_chat(r: Reader, data: dict, at: FieldPath, chat: bool, multiturn: bool, shots: int | None) -> None:
-    """pytest-quant applies a chat template with few-shot examples as turns; other combinations differ in prompts."""
+    """lm-eval's two flags: few-shot examples as turns need a chat template."""
     path = at + ("fewshot_as_multiturn" if "fewshot_as_multiturn" in data else "apply_chat_template",)
     if multiturn and not chat:
         raise r.error(path, "fewshot_as_multiturn needs apply_chat_template")
-    if chat and not multiturn and shots:
-        raise r.error(
-            path,
-            "with a chat template pytest-quant gives few-shot examples as turns "
-            "(fewshot_as_multiturn: true); single-turn few-shot prompts are not mapped",
-            multiturn,
-        )

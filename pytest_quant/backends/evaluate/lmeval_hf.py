@@ -192,6 +192,16 @@ def result_from_run(run: dict[str, Any], task: TaskConfig) -> TaskResult:
     return result
 
 
+def _measurement_args(task: TaskConfig) -> dict[str, Any]:
+    """lm-eval arguments that change what a task measures, passed only when the task sets them."""
+    out: dict[str, Any] = {}
+    if task.gen_kwargs is not None:
+        out["gen_kwargs"] = task.gen_kwargs
+    if task.metadata is not None:
+        out["metadata"] = dict(task.metadata)
+    return out
+
+
 def evaluate_task(
     lm_eval: Any, lm: Any, task: TaskConfig, manager: Any, *, seed: int, source: str, offline_root: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -218,11 +228,12 @@ def evaluate_task(
             task_manager=manager,
             bootstrap_iters=0,
             apply_chat_template=task.apply_chat_template,
-            fewshot_as_multiturn=task.apply_chat_template,
+            fewshot_as_multiturn=task.multiturn,
             random_seed=seed,
             numpy_random_seed=seed,
             torch_random_seed=seed,
-            fewshot_random_seed=seed,
+            fewshot_random_seed=seed if task.fewshot_seed is None else task.fewshot_seed,
+            **_measurement_args(task),
         )
     if results is None:  # non-zero rank in a distributed run
         raise RuntimeError("lm-eval returned no results (not rank 0?)")

@@ -17,7 +17,12 @@ smoothquant SmoothQuantModifier(smoothing_strength) + GPTQModifier (or Quantizat
            per-tensor when ``activations.dynamic`` is false)
 fp8        QuantizationModifier, FP8 E4M3 weights (per channel, or per group) and FP8 activations:
            dynamic per token, or static per tensor calibrated on data when ``dynamic: false``
+recipe     the scheme's llm-compressor recipe (a YAML file or mapping), as given
+model_free_ptq  ``llmcompressor.model_free_ptq`` with the scheme's compressed-tensors preset (no data)
 ========== ==========================================================================
+
+GPTQ's ``actorder`` and AWQ's ``duo_scaling`` reach the modifiers when a scheme sets them (imported
+llm-compressor configs do, to quantize the model upstream's test quantizes).
 
 Determinism: calibration windows come from :mod:`..calibration` (seeded, no
 shuffle), ``shuffle_calibration_samples=False``, and Python / NumPy / torch
@@ -85,28 +90,59 @@ def quantization_scheme(scheme: SchemeConfig) -> Any:
     )
 
 
-def build_recipe(scheme: SchemeConfig) -> list[Any]:
-    """The llm-compressor modifiers that implement ``scheme`` (see the module table)."""
-    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+def recipe_text(scheme: SchemeConfig, base_dir: Path | None = None) -> str:
+    """The YAML text of a ``method: recipe`` scheme's recipe (a file relative to ``base_dir``, or a mapping)."""
+    import yaml
 
+    recipe = scheme.recipe
+    if isinstance(recipe, dict):
+        return yaml.safe_dump(recipe, sort_keys=False)
+    assert isinstance(recipe, str)
+    path = Path(recipe)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QuantConfigError(
+            f"scheme {scheme.name!r}: cannot read recipe {str(path)!r}: {exc}", field=f"schemes.{scheme.name}.recipe"
+        ) from None
+
+
+def _gptq(scheme: SchemeConfig, groups: dict[str, Any], ignore: list[str]) -> Any:
+    from llmcompressor.modifiers.quantization import GPTQModifier
+
+    extra: dict[str, Any] = {}
+    if scheme.actorder is not None:
+        extra["actorder"] = None if scheme.actorder == "none" else scheme.actorder
+    return GPTQModifier(config_groups=groups, ignore=ignore, dampening_frac=scheme.dampening_frac or 0.01, **extra)
+
+
+def build_recipe(scheme: SchemeConfig, base_dir: Path | None = None) -> Any:
+    """The llm-compressor modifiers that implement ``scheme`` (see the module table); a recipe's text."""
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    m = scheme.method
+    if m == "recipe":
+        return recipe_text(scheme, base_dir)
     groups = {"group_0": quantization_scheme(scheme)}
     ignore = list(scheme.ignore)
-    m = scheme.method
     if m in ("rtn", "fp8"):
         return [QuantizationModifier(config_groups=groups, ignore=ignore)]
     if m == "gptq":
-        return [GPTQModifier(config_groups=groups, ignore=ignore, dampening_frac=scheme.dampening_frac or 0.01)]
+        return [_gptq(scheme, groups, ignore)]
     if m == "awq":
         from llmcompressor.modifiers.transform import AWQModifier
 
-        return [AWQModifier(), QuantizationModifier(config_groups=groups, ignore=ignore)]
+        awq = AWQModifier() if scheme.duo_scaling is None else AWQModifier(duo_scaling=scheme.duo_scaling)
+        return [awq, QuantizationModifier(config_groups=groups, ignore=ignore)]
     if m == "smoothquant":
         from llmcompressor.modifiers.transform import SmoothQuantModifier
 
         smooth = SmoothQuantModifier(smoothing_strength=scheme.smoothing_strength or 0.8)
         if scheme.weight_rounding == "rtn":  # the SmoothQuant paper's recipe: smooth, then round to nearest
             return [smooth, QuantizationModifier(config_groups=groups, ignore=ignore)]
-        return [smooth, GPTQModifier(config_groups=groups, ignore=ignore, dampening_frac=scheme.dampening_frac or 0.01)]
+        return [smooth, _gptq(scheme, groups, ignore)]
     raise QuantConfigError(
         f"llm-compressor backend has no recipe for method {m!r}", field=f"schemes.{scheme.name}.method"
     )
@@ -115,6 +151,8 @@ def build_recipe(scheme: SchemeConfig) -> list[Any]:
 def _needs_data(scheme: SchemeConfig) -> bool:
     if scheme.method in ("gptq", "awq", "smoothquant"):
         return True
+    if scheme.method == "recipe":  # a recipe's needs are its own: data when the scheme gives some
+        return scheme.calibration is not None
     return scheme.activations is not None and not scheme.activations.dynamic
 
 
@@ -181,6 +219,9 @@ class LLMCompressorQuantizer:
             raise QuantConfigError(f"scheme {scheme.name!r} is a checkpoint, not something to quantize")
         validate_scheme_fits(scheme, model_dir)
         model_dir, out_dir = Path(model_dir), Path(out_dir)
+        if scheme.method == "model_free_ptq":
+            self._model_free(model_dir, scheme, out_dir)
+            return
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         calib = scheme.calibration if _needs_data(scheme) else None
         if _needs_data(scheme) and calib is None:
@@ -205,7 +246,7 @@ class LLMCompressorQuantizer:
                 oneshot(
                     model=str(model_dir),
                     tokenizer=tokenizer,
-                    recipe=build_recipe(scheme),
+                    recipe=build_recipe(scheme, base_dir),
                     precision="auto",
                     output_dir=str(out_dir),
                     save_compressed=True,
@@ -221,6 +262,32 @@ class LLMCompressorQuantizer:
             "scheme": scheme.fingerprint_payload(),
             "describe": scheme.describe(),
             "calibration_corpus": corpus_fingerprint(calib, base_dir=base_dir) if calib is not None else None,
+            "source_model": str(model_dir),
+        }
+        if scheme.method == "recipe":
+            record["recipe"] = build_recipe(scheme, base_dir)
+        write_scheme_record(out_dir, record)
+
+    def _model_free(self, model_dir: Path, scheme: SchemeConfig, out_dir: Path) -> None:
+        """``llmcompressor.model_free_ptq``: the preset applied to the safetensors files, no model loaded."""
+        import shutil
+
+        import llmcompressor
+        from llmcompressor import model_free_ptq
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model_free_ptq(
+            model_stub=str(model_dir), save_directory=str(out_dir), scheme=scheme.preset, ignore=list(scheme.ignore)
+        )
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"):
+            if (model_dir / name).exists() and not (out_dir / name).exists():
+                shutil.copy2(model_dir / name, out_dir / name)  # upstream saves the processor beside it
+        record = {
+            "backend": self.name,
+            "llmcompressor_version": llmcompressor.__version__,
+            "scheme": scheme.fingerprint_payload(),
+            "describe": scheme.describe(),
+            "calibration_corpus": None,
             "source_model": str(model_dir),
         }
         write_scheme_record(out_dir, record)
