@@ -18,7 +18,16 @@ from pytest_quant.evaluation import baseline, evaluate, runtime
 from pytest_quant.results import RuntimeMeasurement, TaskResult
 from pytest_quant.session import QuantSession
 from pytest_quant.suite import Check
-from pytest_quant.verdict import Outcome, both, judge, judge_efficiency, judge_floor, judge_parity, judge_pooled
+from pytest_quant.verdict import (
+    Outcome,
+    both,
+    judge,
+    judge_efficiency,
+    judge_flips,
+    judge_floor,
+    judge_parity,
+    judge_pooled,
+)
 
 
 def stamp(
@@ -132,6 +141,12 @@ def _paired(
         _result(session, suite, BASELINE, task, source),
         _result(session, suite, scheme, task, source),
     )
+    if budget.max_flips is not None:
+        outcome = judge_flips(
+            reference, candidate, limit=budget.max_flips.value, mode=mode, confidence=confidence, cand_label=scheme
+        )
+        outcome.row.update(weight_columns(session, suite.model, suite.schemes[scheme], source=source))
+        return outcome
     if budget.parity is not None:
         assert budget.threshold is not None
         outcome = judge_parity(

@@ -429,12 +429,13 @@ EFFICIENCY_CLAIMS: dict[str, str] = {
     "min_decode_speedup": "decode_tokens_per_s",
     "min_prefill_speedup": "prefill_tokens_per_s",
 }
-_ACCURACY_CLAIMS = ("max_drop", "min_recovery", "compare", "min_value")
+_ACCURACY_CLAIMS = ("max_drop", "min_recovery", "compare", "min_value", "max_flips")
 
 
 # The claim fields of a budget and the parser of their written form ("1%", "0.35x", "fp8 >= sq").
 _CLAIM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_drop": parse_threshold,
+    "max_flips": lambda v: _flip_share(v),
     "min_recovery": recovery_to_threshold,
     "compare": parse_comparison,
     "min_value": parse_value_floor,
@@ -442,6 +443,13 @@ _CLAIM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "min_decode_speedup": lambda v: parse_ratio(v, "a speedup"),
     "min_prefill_speedup": lambda v: parse_ratio(v, "a speedup"),
 }
+
+
+def _flip_share(v: Any) -> Threshold:
+    th = parse_threshold(v)
+    if th.kind != "relative":
+        raise ValueError(f"max_flips is a share of the items, such as '5%', got {v!r}")
+    return th
 
 
 class BudgetConfig(_Strict):
@@ -461,6 +469,8 @@ class BudgetConfig(_Strict):
     min_recovery: Threshold | None = None
     compare: Comparison | None = None
     min_value: ValueFloor | None = None
+    # Share of items whose 0/1 score changed, either way (Dutta et al. 2024: "% flips"), e.g. "5%".
+    max_flips: Threshold | None = None
     max_memory: MemoryLimit | None = None
     min_decode_speedup: Ratio | None = None
     min_prefill_speedup: Ratio | None = None
@@ -563,6 +573,8 @@ class BudgetConfig(_Strict):
             return str(self.compare).replace(" ", "")
         if self.min_value is not None:
             return f"value>={self.min_value.floor:.4g}"
+        if self.max_flips is not None:
+            return f"flips<={self.max_flips}"
         if self.max_memory is not None:
             return f"memory<={str(self.max_memory).replace(' ', '')}"
         if self.min_decode_speedup is not None:
@@ -764,6 +776,13 @@ class SuiteConfig(_Strict):
                         ("budgets", i, "tasks"), f"unknown task {t!r}; known: {', '.join(sorted(self.tasks))}"
                     )
             self._units_fit(i, b)
+            if b.max_flips is not None:
+                for t in b.tasks or tuple(self.tasks):
+                    if self.tasks[t].perplexity_metric:
+                        raise FieldProblem(
+                            ("budgets", i, "max_flips"),
+                            f"task {t!r} reports a perplexity: flips count items whose 0/1 score changed",
+                        )
             if b.min_value is not None:
                 for t in b.tasks or tuple(self.tasks):
                     if self.tasks[t].perplexity_metric:

@@ -284,6 +284,11 @@ def _paired_outcome(
     drop = _fmt(deg.estimate, relative, perplexity)
     lo, hi = _fmt(deg.lower, relative, perplexity), _fmt(deg.upper, relative, perplexity)
     flips = "" if deg.worse_items is None else f"; items worse/better: {deg.worse_items}/{deg.better_items}"
+    flip_text, flip_fields = (
+        flip_line(deg.worse_items, deg.better_items or 0, deg.n, deg.confidence)
+        if deg.worse_items is not None
+        else ("", {})
+    )
     lines = [
         f"{'PASS' if verdict.passed else 'FAIL'} [{verdict.mode}] {cand_label} vs {ref_label} on {reference.task} "
         f"({reference.metric}, n={deg.n})",
@@ -293,6 +298,8 @@ def _paired_outcome(
         f"  budget: loss <= {budget_text}; {verdict.reason}",
         f"  {verdict.evidence_line}",
     ]
+    if flip_text:  # every 0/1 comparison says how many answers changed, budget or not
+        lines.insert(3, flip_text)
     substituted = candidate.meta.get("split_substituted") or reference.meta.get("split_substituted")
     if substituted:
         lines.append(f"  data: split substituted offline ({'; '.join(substituted)})")
@@ -305,7 +312,7 @@ def _paired_outcome(
         "budget": budget_text, "mode": verdict.mode, "confidence": deg.confidence, "method": deg.method,
         "verdict": "pass" if verdict.passed else "fail", "evidence": verdict.evidence,
         "items_needed": _count(verdict.items_needed), "flip_rate": deg.flip_rate,
-        "spread": deg.spread if math.isfinite(deg.spread) else None,
+        "spread": deg.spread if math.isfinite(deg.spread) else None, **flip_fields,
     }  # fmt: skip
     if substituted:
         row["split_substituted"] = list(substituted)
@@ -359,6 +366,84 @@ def judge_parity(
     lines.append("  (this item reproduces llm-compressor's decision; the paired item beside it states its confidence)")
     row = {**paired.row, "verdict": "pass" if ok else "fail", "mode": "parity", "budget": f"recovery >= {recovery:.0%}"}
     return Outcome(ok, "\n".join(lines), row, paired.degradation, verdict)
+
+
+def flip_counts(reference: TaskResult, candidate: TaskResult, ref_label: str, cand_label: str) -> tuple[int, int, int]:
+    """(worse, better, n): items right in the reference and wrong in the candidate, the reverse, and all of them.
+    Only 0/1 scores flip: anything else is a ResultError."""
+    ref_s, cand_s, _, _ = align(reference, candidate, ref_label, cand_label)
+    if any(v not in (0.0, 1.0) for v in (*ref_s, *cand_s)):
+        raise ResultError(
+            f"{cand_label} vs {ref_label} on task {reference.task!r}: flips count items whose 0/1 score changed, and "
+            f"{reference.metric!r} is not scored 0/1 per item"
+        )
+    worse = sum(1 for r, c in zip(ref_s, cand_s, strict=True) if r > c)
+    better = sum(1 for r, c in zip(ref_s, cand_s, strict=True) if c > r)
+    return worse, better, len(ref_s)
+
+
+def flip_line(worse: int, better: int, n: int, confidence: float) -> tuple[str, dict[str, Any]]:
+    """The flip line every 0/1 comparison reports, and its row fields."""
+    lo, hi = clopper_pearson(worse + better, n, confidence)
+    share = (worse + better) / n
+    text = (
+        f"  flips: {worse + better} of {n} items changed answer ({share:.1%}; {worse} worse, {better} better), "
+        f"one-sided {confidence:.0%} bounds [{lo:.1%}, {hi:.1%}] (Clopper-Pearson)"
+    )
+    return text, {"flips": share, "flips_low": lo, "flips_high": hi}
+
+
+def judge_flips(
+    reference: TaskResult,
+    candidate: TaskResult,
+    *,
+    limit: float,
+    mode: Mode,
+    confidence: float,
+    ref_label: str = "baseline",
+    cand_label: str = "quantized",
+) -> Outcome:
+    """Is the share of items whose answer changed (either way) at most ``limit``? Exact binomial bounds on the
+    count of changed items: each item changes or not, independently of the others."""
+    worse, better, n = flip_counts(reference, candidate, ref_label, cand_label)
+    changed = worse + better
+    lo, hi = clopper_pearson(changed, n, confidence)
+    share = changed / n
+    evidence = evidence_of(lo, hi, limit)
+    c = f"{confidence:.0%}"
+    if mode == "point":
+        ok, stat, why = share <= limit + _EPS, share, "share" + (" <= " if share <= limit + _EPS else " > ") + "budget"
+    elif mode == "alarm":
+        ok, stat = evidence != "violated", lo
+        why = f"{c} lower bound" + (
+            " <= budget" if ok else " > budget: more answers flip than allowed, with confidence"
+        )
+    elif mode == "gate":
+        ok, stat = evidence == "within", hi
+        why = f"{c} upper bound" + (
+            " <= budget: the flips are within budget with confidence"
+            if ok
+            else " > budget: the data cannot show the flips are within budget"
+        )
+    else:
+        raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
+    verdict = Verdict(ok, mode, limit, stat, why, evidence)
+    text, fields = flip_line(worse, better, n, confidence)
+    lines = [
+        f"{'PASS' if ok else 'FAIL'} [{mode}] {cand_label} vs {ref_label} on {reference.task} "
+        f"({reference.metric}, n={n})",
+        text,
+        f"  budget: flips <= {limit:.1%}; {why}",
+        f"  {verdict.evidence_line}",
+        "  (flips see what accuracy hides: answers lost and gained cancel in the accuracy, not here)",
+    ]
+    row = {
+        "task": reference.task, "metric": reference.metric, "baseline": reference.value, "value": candidate.value,
+        "drop": share, "ci_low": lo, "ci_high": hi, "relative": False, "recovery": math.nan, "higher_is_better": True,
+        "n": n, "budget": f"flips <= {limit:.1%}", "mode": mode, "confidence": confidence, "method": "clopper-pearson",
+        "verdict": "pass" if ok else "fail", "evidence": evidence, **fields,
+    }  # fmt: skip
+    return Outcome(ok, "\n".join(lines), row, None, verdict)
 
 
 def _count(needed: float | None) -> int | None:
