@@ -22,6 +22,7 @@ from pytest_quant.verdict import (
     Outcome,
     both,
     judge,
+    judge_divergence,
     judge_efficiency,
     judge_flips,
     judge_floor,
@@ -93,9 +94,31 @@ def run_check(
         # a parity item is upstream's point rule, whatever --quant-mode says
         mode = "point" if budget.parity is not None else session.resolve_mode(budget.mode, suite.mode)
         confidence = session.resolve_confidence(budget.confidence, suite.confidence)
-        judged = _floor if budget.min_value is not None else (_pooled if check.pool else _paired)
+        judged = (
+            _floor
+            if budget.min_value is not None
+            else _divergence_claim
+            if budget.max_kld is not None or budget.min_top1_agreement is not None
+            else (_pooled if check.pool else _paired)
+        )
         outcome = judged(session, suite, check, mode=mode, confidence=confidence, source=source)
     _stamp_check(outcome.row, suite, check, source=source, item=item, position=position)
+    return outcome
+
+
+def _divergence_claim(
+    session: QuantSession, suite: SuiteConfig, check: Check, *, mode: Mode, confidence: float, source: str
+) -> Outcome:
+    """``max_kld`` / ``min_top1_agreement`` on a divergence task: the scheme's per-window values."""
+    budget, scheme = check.budget, str(check.scheme)
+    candidate = _result(session, suite, scheme, str(check.task), source)
+    upper = budget.max_kld is not None
+    limit = budget.max_kld if upper else budget.min_top1_agreement
+    assert limit is not None
+    outcome = judge_divergence(
+        candidate, limit=limit, upper=upper, mode=mode, confidence=confidence, cand_label=scheme, seed=suite.seed
+    )
+    outcome.row.update(weight_columns(session, suite.model, suite.schemes[scheme], source=source))
     return outcome
 
 

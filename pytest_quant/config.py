@@ -361,6 +361,11 @@ class TaskConfig(_Strict):
     num_fewshot: int | None = Field(None, ge=0)
     include_path: str | None = None
     perplexity: str | None = None  # path to a UTF-8 corpus; makes this a perplexity task
+    # 'lambada' (LAMBADA's passages, offline) or a UTF-8 corpus: makes this a divergence task, the
+    # base and the quantized model's next-token distributions compared token by token (KL, top-1)
+    divergence: str | None = None
+    top_k: int = Field(32, ge=1, le=1024)  # divergence: the base's most likely tokens kept exactly
+    tail_samples: int = Field(32, ge=1, le=1024)  # divergence: tokens drawn from the rest, per token
     seq_len: int = Field(512, ge=8)
     max_tokens: int | None = Field(None, ge=8)
     apply_chat_template: bool = False
@@ -382,6 +387,14 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> TaskConfig:
+        if self.divergence is not None:
+            if self.perplexity is not None:
+                raise ValueError("a task is 'perplexity' or 'divergence', not both")
+            for key in ("task", "include_path", "num_fewshot", "split", "fewshot_seed", "gen_kwargs", "metadata"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"a divergence task reads its corpus only; remove {key!r}")
+            if self.metric not in (None, "kld", "top1_agreement", "nll"):
+                raise ValueError(f"divergence tasks report 'kld', 'top1_agreement' or 'nll', not {self.metric!r}")
         if self.perplexity is not None:
             for key in ("task", "include_path", "num_fewshot", "split", "fewshot_seed", "gen_kwargs", "metadata"):
                 if getattr(self, key) is not None:
@@ -403,7 +416,9 @@ class TaskConfig(_Strict):
         return None if v is None else validate_name(v, "lm-eval task")
 
     @property
-    def kind(self) -> Literal["lm_eval", "perplexity"]:
+    def kind(self) -> Literal["lm_eval", "perplexity", "divergence"]:
+        if self.divergence is not None:
+            return "divergence"
         return "perplexity" if self.perplexity is not None else "lm_eval"
 
     @property
@@ -417,7 +432,10 @@ class TaskConfig(_Strict):
 
     def fingerprint_payload(self) -> dict[str, Any]:
         payload = self.model_dump(mode="json", exclude={"name", "batch_size", "expected_value"}, exclude_none=False)
-        for key in ("fewshot_seed", "gen_kwargs", "metadata", "fewshot_as_multiturn"):
+        if self.divergence is None:  # added later: absent keeps earlier baselines' identities
+            payload.pop("top_k", None)
+            payload.pop("tail_samples", None)
+        for key in ("fewshot_seed", "gen_kwargs", "metadata", "fewshot_as_multiturn", "divergence"):
             if payload.get(key) is None:  # added later: absent keeps earlier baselines' identities
                 payload.pop(key, None)
         return payload
@@ -429,13 +447,17 @@ EFFICIENCY_CLAIMS: dict[str, str] = {
     "min_decode_speedup": "decode_tokens_per_s",
     "min_prefill_speedup": "prefill_tokens_per_s",
 }
-_ACCURACY_CLAIMS = ("max_drop", "min_recovery", "compare", "min_value", "max_flips")
+_ACCURACY_CLAIMS = ("max_drop", "min_recovery", "compare", "min_value", "max_flips", "max_kld", "min_top1_agreement")
+# Claims on a divergence task's own per-window values (the base model is inside the measurement).
+DIVERGENCE_CLAIMS = {"max_kld": "kld", "min_top1_agreement": "top1_agreement"}
 
 
 # The claim fields of a budget and the parser of their written form ("1%", "0.35x", "fp8 >= sq").
 _CLAIM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_drop": parse_threshold,
     "max_flips": lambda v: _flip_share(v),
+    "max_kld": lambda v: _nats(v),
+    "min_top1_agreement": lambda v: 1.0 - recovery_to_threshold(v).value,
     "min_recovery": recovery_to_threshold,
     "compare": parse_comparison,
     "min_value": parse_value_floor,
@@ -443,6 +465,12 @@ _CLAIM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "min_decode_speedup": lambda v: parse_ratio(v, "a speedup"),
     "min_prefill_speedup": lambda v: parse_ratio(v, "a speedup"),
 }
+
+
+def _nats(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and v < float("inf")):
+        raise ValueError(f"max_kld is a mean KL divergence in nats per token, such as 0.01, got {v!r}")
+    return float(v)
 
 
 def _flip_share(v: Any) -> Threshold:
@@ -471,6 +499,10 @@ class BudgetConfig(_Strict):
     min_value: ValueFloor | None = None
     # Share of items whose 0/1 score changed, either way (Dutta et al. 2024: "% flips"), e.g. "5%".
     max_flips: Threshold | None = None
+    # On a divergence task: the mean KL(base || quantized) per token, in nats (0.01), and the share of
+    # tokens whose most likely next token is the base's ("99%").
+    max_kld: float | None = None
+    min_top1_agreement: float | None = None
     max_memory: MemoryLimit | None = None
     min_decode_speedup: Ratio | None = None
     min_prefill_speedup: Ratio | None = None
@@ -575,6 +607,10 @@ class BudgetConfig(_Strict):
             return f"value>={self.min_value.floor:.4g}"
         if self.max_flips is not None:
             return f"flips<={self.max_flips}"
+        if self.max_kld is not None:
+            return f"kld<={self.max_kld:g}"
+        if self.min_top1_agreement is not None:
+            return f"top1>={self.min_top1_agreement * 100:g}%"
         if self.max_memory is not None:
             return f"memory<={str(self.max_memory).replace(' ', '')}"
         if self.min_decode_speedup is not None:
@@ -776,6 +812,21 @@ class SuiteConfig(_Strict):
                         ("budgets", i, "tasks"), f"unknown task {t!r}; known: {', '.join(sorted(self.tasks))}"
                     )
             self._units_fit(i, b)
+            for claim, metric in DIVERGENCE_CLAIMS.items():
+                if getattr(b, claim) is None:
+                    continue
+                for t in b.tasks or tuple(self.tasks):
+                    if self.tasks[t].kind != "divergence":
+                        raise FieldProblem(
+                            ("budgets", i, claim),
+                            f"task {t!r} is not a divergence task: {claim} judges one (tasks: {{name: {{divergence: "
+                            "lambada}}}})",
+                        )
+                    if (self.tasks[t].metric or "kld") != metric:
+                        raise FieldProblem(
+                            ("budgets", i, claim),
+                            f"task {t!r} reports {self.tasks[t].metric!r}; {claim} reads {metric!r}",
+                        )
             if b.max_flips is not None:
                 for t in b.tasks or tuple(self.tasks):
                     if self.tasks[t].perplexity_metric:

@@ -82,7 +82,9 @@ def task_identity(
         ident["perplexity"] = "sha:" + _hash_path(Path(task.perplexity))
     if task.include_path is not None:
         ident["include_path"] = "sha:" + _hash_path(Path(task.include_path))
-    ident["backend"] = "perplexity" if task.kind == "perplexity" else evaluation.backend
+    if task.divergence is not None and task.divergence != "lambada":
+        ident["divergence"] = "sha:" + _hash_path(Path(task.divergence))
+    ident["backend"] = task.kind if task.kind in ("perplexity", "divergence") else evaluation.backend
     ident["seed"] = seed
     ident["device"] = evaluation.device
     ident["dtype"] = evaluation.dtype
@@ -136,6 +138,8 @@ def evaluate(
     evaluation = effective_evaluation(session, evaluation)
     model_dir = artifact(session, model, scheme, source=source)
     target = "baseline" if scheme is None else scheme.name
+    if task.kind == "divergence":
+        return _divergence(session, model, scheme, model_dir, task, evaluation, seed=seed)
     evaluator = session.evaluator("perplexity" if task.kind == "perplexity" else evaluation.backend)
     ident = {
         "model": resolve_model(session, model).fingerprint,
@@ -175,6 +179,82 @@ def evaluate(
     return session.cache.result(key, compute, label=f"{model.name}/{target}/{task.name}")
 
 
+def reference_file(session: QuantSession, model: ModelConfig, task: TaskConfig) -> Path:
+    """Where the base model's divergence reference for ``task`` lives, beside its baseline file."""
+    json_path = session.store.path_for(model.name)
+    return json_path.with_name(f"{json_path.stem}.{task.name}.divergence.npz")
+
+
+def _divergence_ident(session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig,
+                      seed: int, extra: dict[str, Any]) -> str:  # fmt: skip
+    ident = {
+        "model": resolve_model(session, model).fingerprint,
+        "task": task_identity(task, evaluation, seed=seed),
+        "evaluation": evaluation.model_dump(mode="json"),
+        "seed": seed,
+        "libs": library_versions(EVAL_LIBS),
+        **extra,
+    }
+    return f"{task.name}-{canonical_hash(ident)}"
+
+
+def _divergence(
+    session: QuantSession,
+    model: ModelConfig,
+    scheme: SchemeConfig | None,
+    model_dir: Path,
+    task: TaskConfig,
+    evaluation: EvaluationConfig,
+    *,
+    seed: int,
+) -> TaskResult:
+    """A divergence task: the base model records its reference (kept in the cache; the baseline store
+    copies it beside the baseline file); a scheme is measured against the stored reference."""
+    from pytest_quant.backends.evaluate.divergence import sha256_file
+
+    evaluator = session.evaluator("divergence")
+    if scheme is None:
+        key = _divergence_ident(session, model, task, evaluation, seed, {"role": "reference"})
+        out = Path(session.options.cache_dir) / "divergence" / f"{key}.npz"
+
+        def record() -> dict[str, Any]:
+            return evaluator.record_reference(model_dir, task, evaluation, out, seed=seed)  # type: ignore[attr-defined]
+
+        run = session.cache.run(
+            key, lambda: session.timed(f"recording {model.name}'s next-token reference on {task.name}", record),
+            label=f"{model.name}/baseline/{task.name}",
+        )  # fmt: skip
+        if not out.exists() or sha256_file(out) != run["meta"]["reference_sha256"]:
+            run = evaluator.record_reference(model_dir, task, evaluation, out, seed=seed)  # type: ignore[attr-defined]
+        result = evaluator.result_from_run(run, task)
+        return result
+    base = baseline(session, model, task, evaluation, seed=seed)
+    ref = reference_file(session, model, task)
+    want = base.meta.get("reference_sha256")
+    if not ref.is_file():
+        raise BaselineError(
+            f"{ref}: the divergence reference of {model.name!r} on task {task.name!r} is missing; record it with "
+            f"pytest --quant-update-baselines (it is written beside {session.store.path_for(model.name).name})"
+        )
+    got = sha256_file(ref)
+    if got != want:
+        raise BaselineError(
+            f"{ref}: sha256 {got[:16]} is not the {str(want)[:16]} its baseline records: the reference is corrupt "
+            "or from another recording; record it again with pytest --quant-update-baselines"
+        )
+    key = _divergence_ident(
+        session, model, task, evaluation, seed,
+        {"artifact": artifact_identity(session, model, scheme, model_dir), "reference": got},
+    )  # fmt: skip
+    what = f"measuring {scheme.name}'s next-token divergence from {model.name} on {task.name}"
+    run = session.cache.run(
+        key,
+        lambda: session.timed(what, lambda: evaluator.compare(model_dir, task, evaluation, ref)),  # type: ignore[attr-defined]
+        label=f"{model.name}/{scheme.name}/{task.name}",
+    )
+    return evaluator.result_from_run(run, task)
+
+
 def expectation(
     session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0
 ) -> Expectation:
@@ -207,9 +287,27 @@ def baseline(
                 "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "model": resolve_model(session, model).display,
             }
+            if task.kind == "divergence":  # the reference first: the baseline records its sha256
+                _store_reference(session, model, task, evaluation, seed)
             store.write(model.name, expect.model_fingerprint, task.name, result, expect.task_config, provenance)
             session.baselines_written.append(f"{store.path_for(model.name)} [{task.name}]")
+        elif task.kind == "divergence" and not reference_file(session, model, task).is_file():
+            _store_reference(session, model, task, evaluation, seed)
     return store.load(model.name, task.name, expect).result
+
+
+def _store_reference(
+    session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, seed: int
+) -> None:
+    """Copy the base's recorded divergence reference from the cache beside the baseline file, atomically."""
+    from pytest_quant.atomic import atomic_write_bytes
+
+    evaluation = effective_evaluation(session, evaluation)
+    key = _divergence_ident(session, model, task, evaluation, seed, {"role": "reference"})
+    cached = Path(session.options.cache_dir) / "divergence" / f"{key}.npz"
+    dest = reference_file(session, model, task)
+    atomic_write_bytes(dest, cached.read_bytes())
+    session.baselines_written.append(f"{dest}")
 
 
 def runtime(

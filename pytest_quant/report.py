@@ -78,6 +78,8 @@ def _loss(row: dict[str, Any], key: str) -> str:
         return "-"
     if row.get("relative"):
         return f"{v * 100:+.2f}%"
+    if row.get("metric") == "kld":
+        return f"{v:+.4f} nats"  # a KL divergence is its own unit, not points of a proportion
     return f"{v * 100:+.2f}pp"
 
 

@@ -446,6 +446,78 @@ def judge_flips(
     return Outcome(ok, "\n".join(lines), row, None, verdict)
 
 
+def judge_divergence(
+    candidate: TaskResult,
+    *,
+    limit: float,
+    upper: bool,
+    mode: Mode,
+    confidence: float,
+    cand_label: str = "quantized",
+    seed: int = 0,
+) -> Outcome:
+    """A divergence task's own per-window values against a limit: the mean KL at most ``limit`` (``upper``),
+    or the top-1 agreement at least it. The base model is inside each value (every token is compared with
+    its distribution), so this is a paired measurement; the bounds are a bootstrap-t over windows (tokens
+    within a window are correlated, windows are the independent units)."""
+    validate_result(candidate, cand_label)
+    value = candidate.value
+    lo, hi, method, trusted = _mean_bounds(candidate.scores, confidence, seed)
+    # as an excess over the limit: violated when even the favourable bound is beyond it
+    excess_lo, excess_hi = (lo - limit, hi - limit) if upper else (limit - hi, limit - lo)
+    evidence = evidence_of(excess_lo, excess_hi, 0.0, trusted)
+    c = f"{confidence:.0%}"
+    word = "<=" if upper else ">="
+    if mode == "point":
+        ok = value <= limit + _EPS if upper else value >= limit - _EPS
+        stat, why = value, f"estimate {word if ok else ('>' if upper else '<')} budget"
+    elif mode == "alarm":
+        ok = evidence != "violated"
+        stat = lo if upper else hi
+        why = f"{c} {'lower' if upper else 'upper'} bound" + (
+            f" {word} budget" if ok else " beyond the budget: the budget is violated with confidence"
+        )
+    elif mode == "gate":
+        ok = evidence == "within"
+        stat = hi if upper else lo
+        why = f"{c} {'upper' if upper else 'lower'} bound" + (
+            f" {word} budget: within budget with confidence" if ok else " beyond the budget: not shown within it"
+        )
+    else:
+        raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
+    note = "" if trusted else f"{candidate.n} windows are too few to decide: {MIN_ITEMS_NOTE}"
+    verdict = Verdict(ok, mode, limit, stat, why, evidence, None, note)
+    kld = candidate.metric == "kld"
+    what = "mean KL(base || quantized) per token" if kld else candidate.metric
+
+    def fmt(v: float) -> str:
+        return f"{v:.5f}" if kld else f"{v:.2%}"
+
+    extra = []
+    if "ppl_ratio" in candidate.meta:
+        extra.append(f"perplexity ratio {candidate.meta['ppl_ratio']:.4f}")
+    if "kld_p99_tokens" in candidate.meta:
+        extra.append(f"99th percentile of the per-token estimates {candidate.meta['kld_p99_tokens']:.4f}")
+    lines = [
+        f"{'PASS' if ok else 'FAIL'} [{mode}] {cand_label} on {candidate.task} ({what}, n={candidate.n} windows)",
+        f"  value: {fmt(value)}   one-sided {confidence:.0%} bounds [{fmt(lo)}, {fmt(hi)}] ({method} over windows)",
+        f"  budget: {candidate.metric} {word} {fmt(limit)}; {why}",
+        f"  {verdict.evidence_line}",
+    ]
+    if extra:
+        lines.append("  (" + "; ".join(extra) + ")")
+    row: dict[str, Any] = {
+        "task": candidate.task, "metric": candidate.metric, "baseline": 0.0 if upper else 1.0, "value": value,
+        "drop": value if upper else 1.0 - value, "ci_low": lo if upper else 1.0 - hi,
+        "ci_high": hi if upper else 1.0 - lo, "relative": False, "recovery": math.nan,
+        "higher_is_better": not upper, "n": candidate.n, "budget": f"{candidate.metric} {word} {fmt(limit)}",
+        "mode": mode, "confidence": confidence, "method": method, "verdict": "pass" if ok else "fail",
+        "evidence": evidence, "reference": "base model's distribution",
+        **{k: candidate.meta[k] for k in ("ppl_ratio", "kld_p99_tokens") if k in candidate.meta},
+    }  # fmt: skip
+    return Outcome(ok, "\n".join(lines), row, None, verdict)
+
+
 def _count(needed: float | None) -> int | None:
     return int(needed) if needed is not None and math.isfinite(needed) else None
 

@@ -30,6 +30,7 @@ EVALUATORS: dict[str, str] = {
     "hf": "pytest_quant.backends.evaluate.lmeval_hf:LMEvalHF",
     "vllm": "pytest_quant.backends.evaluate.lmeval_vllm:LMEvalVLLM",
     "perplexity": "pytest_quant.backends.evaluate.perplexity:PerplexityEvaluator",
+    "divergence": "pytest_quant.backends.evaluate.divergence:DivergenceEvaluator",
 }
 
 # Backends whose library is an optional install: name -> (module it imports, how to install it).
