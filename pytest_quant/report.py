@@ -240,6 +240,9 @@ def markdown(rows: Iterable[dict[str, Any]], *, title: str = "pytest-quant repor
         out += ["", EVIDENCE_NOTE]
     if any(_efficiency(r) for r in rows):
         out += ["", EFFICIENCY_NOTE]
+    summary = [*agreement_lines(rows), *release_lines(rows)]
+    if summary:
+        out += ["", "```", *summary, "```"]
     return "\n".join(out) + "\n"
 
 
@@ -260,3 +263,119 @@ def _md_weights(row: dict[str, Any]) -> str:
     from pytest_quant.budget import format_bytes
 
     return format_bytes(w) + (f" ({w / b:.2f}x)" if b else "")
+
+
+# -- one line per suite: the release decision, and whether the fast tiers rank as accuracy does -------------
+_VERDICTS = ("pass", "fail", "xfail", "xpass", "error")
+
+
+def release_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Per suite: the release verdict, how many budgets were decided, and the error rate the decision holds.
+
+    Gates together are an intersection-union test: "every gate within budget" is shown at each gate's own
+    confidence, with no correction. Alarms are judged one by one; their chance of at least one false alarm
+    when every budget holds exactly grows with their number, and this line says how far."""
+    by_suite: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_suite.setdefault(str(r.get("suite") or "suite"), []).append(r)
+    out = []
+    for suite, items in by_suite.items():
+        verdicts = [str(r.get("verdict")) for r in items]
+        blocking = sum(v in ("fail", "error", "None") for v in verdicts)
+        evidence = [str(r.get("evidence")) for r in items if r.get("evidence")]
+        decided = sum(e in ("within", "violated") for e in evidence)
+        alarms = [r for r in items if r.get("mode") == "alarm"]
+        conf = {float(r["confidence"]) for r in alarms if r.get("confidence")}
+        parts = [
+            f"release {suite}: {'BLOCKED' if blocking else 'passes'} ({len(items)} budgets: "
+            + ", ".join(
+                f"{verdicts.count(v)} {v}" for v in ("pass", "fail", "xfail", "xpass", "error") if v in verdicts
+            )
+            + f"; {decided} decided: {evidence.count('within')} within, {evidence.count('violated')} violated, "
+            f"{evidence.count('inconclusive')} inconclusive)"
+        ]
+        gates = sum(r.get("mode") == "gate" for r in items)
+        if gates:
+            parts.append(f"  {gates} gate(s): all within budget is shown at each gate's confidence (no correction)")
+        if alarms and conf:
+            alpha = 1 - min(conf)
+            fwer = 1 - (1 - alpha) ** len(alarms)
+            parts.append(
+                f"  {len(alarms)} alarm(s), each at {alpha:.0%}: if every budget held exactly, the chance of at least "
+                f"one false alarm among them is up to {fwer:.0%} (independent items; Bonferroni: at most "
+                f"{min(1.0, alpha * len(alarms)):.0%})"
+            )
+        out += parts
+    return out
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float:
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
+    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
+    return cov / (sx * sy) if sx and sy else math.nan
+
+
+def tier_values(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per model, per tier, per scheme: accuracy (mean relative loss over its 0/1-scored tasks against the
+    baseline), perplexity (relative loss) and KL (the divergence tier's mean KL, from budgets on it or from
+    comparisons, whose rows carry both sides)."""
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in rows:
+        model, scheme, metric = str(r.get("model")), str(r.get("scheme") or ""), str(r.get("metric") or "")
+        value, base = r.get("value"), r.get("baseline")
+        if not isinstance(value, (int, float)) or not isinstance(base, (int, float)) or r.get("error"):
+            continue
+        tiers = out.setdefault(model, {})
+        if metric == "kld":
+            if " vs " in scheme:
+                better, worse = scheme.split(" vs ", 1)
+                tiers.setdefault("kl", {}).setdefault(better, []).append(float(value))
+                tiers.setdefault("kl", {}).setdefault(worse, []).append(float(base))
+            else:
+                tiers.setdefault("kl", {}).setdefault(scheme, []).append(float(value))
+            continue
+        if " vs " in scheme or r.get("reference") or not base or metric in ("top1_agreement", "nll") or _efficiency(r):
+            continue  # comparisons, floors and other references do not say how a scheme fares against the base
+        tier = (
+            "perplexity" if metric.split(",")[0] in ("perplexity", "word_perplexity", "bits_per_byte") else "accuracy"
+        )
+        loss = (float(value) - float(base)) / abs(float(base)) * (1 if tier == "perplexity" else -1)
+        tiers.setdefault(tier, {}).setdefault(scheme, []).append(loss)
+    return {
+        m: {t: {s: sum(v) / len(v) for s, v in schemes.items()} for t, schemes in tiers.items()}
+        for m, tiers in out.items()
+    }
+
+
+def agreement_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Per model: does each fast tier rank the schemes as the accuracy tier does (Spearman's rho, with n)?
+    The evidence a team needs before trusting a fast tier pre-merge; with few schemes, rho moves a lot."""
+    out = []
+    for model, tiers in tier_values(rows).items():
+        acc = tiers.get("accuracy", {})
+        parts = []
+        for tier in ("perplexity", "kl"):
+            fast = tiers.get(tier, {})
+            common = sorted(set(acc) & set(fast))
+            if len(common) >= 3:
+                rho = _spearman([acc[s] for s in common], [fast[s] for s in common])
+                parts.append(f"{'KL' if tier == 'kl' else tier} rho = {rho:+.2f} (n={len(common)} schemes)")
+        if parts:
+            out.append(f"fast tiers against accuracy on {model}: " + "; ".join(parts) + " (Spearman, rank by loss)")
+    return out

@@ -129,7 +129,7 @@ class QuantReporter:
         rows.sort(key=lambda r: (order[r.get("suite", "")], r.get("position", float("inf"))))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from pytest_quant.report import table_lines
+        from pytest_quant.report import agreement_lines, release_lines, table_lines
 
         self._in_suite_order()
         written = list(dict.fromkeys(self.session.baselines_written))
@@ -144,6 +144,8 @@ class QuantReporter:
             for w in written:
                 terminalreporter.write_line(f"  {w}")
         for line in table_lines(self.session.rows) if self.session.rows else ():
+            terminalreporter.write_line(line)
+        for line in [*agreement_lines(self.session.rows), *release_lines(self.session.rows)]:
             terminalreporter.write_line(line)
         options = self.session.options
         for path in (options.report_json, options.report_md):
