@@ -168,27 +168,17 @@ def _paired(
         outcome = judge_flips(
             reference, candidate, limit=budget.max_flips.value, mode=mode, confidence=confidence, cand_label=scheme
         )
-        outcome.row.update(weight_columns(session, suite.model, suite.schemes[scheme], source=source))
-        return outcome
-    if budget.parity is not None:
+    elif budget.parity is not None:
         assert budget.threshold is not None
         outcome = judge_parity(
             reference, candidate, threshold=budget.threshold, confidence=confidence, method=budget.method,
             cand_label=scheme, seed=suite.seed,
         )  # fmt: skip
-        outcome.row.update(weight_columns(session, suite.model, suite.schemes[scheme], source=source))
-        return outcome
-    outcome = judge(
-        reference,
-        candidate,
-        threshold=budget.threshold,
-        mode=mode,
-        confidence=confidence,
-        method=budget.method,
-        ref_label="baseline",
-        cand_label=scheme,
-        seed=suite.seed,
-    )
+    else:
+        outcome = judge(
+            reference, candidate, threshold=budget.threshold, mode=mode, confidence=confidence, method=budget.method,
+            ref_label="baseline", cand_label=scheme, seed=suite.seed,
+        )  # fmt: skip
     outcome.row.update(weight_columns(session, suite.model, suite.schemes[scheme], source=source))
     return outcome
 

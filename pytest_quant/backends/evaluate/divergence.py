@@ -32,9 +32,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pytest_quant.config import EfficiencyConfig, EvaluationConfig, TaskConfig, canonical_hash
+from pytest_quant.backends.evaluate.perplexity import HFRuntime
+from pytest_quant.config import EvaluationConfig, TaskConfig, canonical_hash
 from pytest_quant.errors import BaselineError, QuantConfigError
-from pytest_quant.results import RuntimeMeasurement, TaskResult
+from pytest_quant.results import TaskResult
 
 __all__ = ["DIVERGENCE_METRICS", "DivergenceEvaluator", "corpus_text", "sha256_file"]
 
@@ -116,7 +117,7 @@ def _log_probs(model: Any, input_ids: Any, first: int, batch_size: int) -> Any:
             yield torch.log_softmax(logits, dim=-1).cpu().reshape(-1, logits.shape[-1]), rows
 
 
-class DivergenceEvaluator:
+class DivergenceEvaluator(HFRuntime):
     """Evaluator ``divergence``: the reference of the base model, and candidates measured against it."""
 
     name = "divergence"
@@ -277,16 +278,6 @@ class DivergenceEvaluator:
             fingerprint=run["fingerprint"],
             meta=dict(run["meta"]),
         )
-
-    def environment_versions(self, evaluation: EvaluationConfig) -> dict[str, str]:
-        return {}
-
-    def measure_runtime(
-        self, model_dir: Path, evaluation: EvaluationConfig, settings: EfficiencyConfig
-    ) -> RuntimeMeasurement:
-        from pytest_quant.backends.evaluate.lmeval_hf import LMEvalHF
-
-        return LMEvalHF(cache_dir=self.cache_dir).measure_runtime(model_dir, evaluation, settings)
 
 
 def write_npz(out: Path, arrays: dict[str, Any]) -> None:

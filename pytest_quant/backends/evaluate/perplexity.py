@@ -106,7 +106,24 @@ def _span_weight(metric: str, w: Window, text: str, tokenizer: Any) -> float:
 METRICS = ("perplexity", "word_perplexity", "bits_per_byte")
 
 
-class PerplexityEvaluator:
+class HFRuntime:
+    """Speed and peak memory as the ``hf`` evaluator measures them: evaluators that load the model the
+    same way (perplexity, divergence) share it."""
+
+    cache_dir: Path | None = None
+
+    def environment_versions(self, evaluation: EvaluationConfig) -> dict[str, str]:
+        return {}
+
+    def measure_runtime(
+        self, model_dir: Path, evaluation: EvaluationConfig, settings: EfficiencyConfig
+    ) -> RuntimeMeasurement:
+        from pytest_quant.backends.evaluate.lmeval_hf import LMEvalHF
+
+        return LMEvalHF(cache_dir=self.cache_dir).measure_runtime(model_dir, evaluation, settings)
+
+
+class PerplexityEvaluator(HFRuntime):
     """Evaluator ``perplexity``: per-window negative log-likelihood of a text corpus.
 
     A run holds the windows' NLLs and the weights of every metric (tokens, words, bytes), so
@@ -178,16 +195,6 @@ class PerplexityEvaluator:
 
     def evaluate(self, model_dir: Path, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0) -> TaskResult:
         return self.result_from_run(self.run(model_dir, task, evaluation, seed=seed), task)
-
-    def environment_versions(self, evaluation: EvaluationConfig) -> dict[str, str]:
-        return {}
-
-    def measure_runtime(
-        self, model_dir: Path, evaluation: EvaluationConfig, settings: EfficiencyConfig
-    ) -> RuntimeMeasurement:
-        from pytest_quant.backends.evaluate.lmeval_hf import LMEvalHF
-
-        return LMEvalHF(cache_dir=self.cache_dir).measure_runtime(model_dir, evaluation, settings)
 
 
 RUN_FORMAT = "pytest-quant/perplexity-run-1"
