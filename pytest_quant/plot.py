@@ -43,7 +43,7 @@ def _panel(out: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     metric = str(row.get("metric"))
     return out.setdefault(str(row.get("model") or "model"), {}).setdefault(
         (str(row["task"]), metric),
-        {"higher_is_better": metric.split(",")[0] not in PERPLEXITY_METRICS, "baseline": None, "schemes": {}},
+        {"higher_is_better": metric.split(",")[0] not in (*PERPLEXITY_METRICS, "kld"), "baseline": None, "schemes": {}},
     )
 
 
@@ -263,6 +263,9 @@ def _pareto_panel(
     span = (max(ys_all) - min(ys_all)) or max(abs(ys_all[0]) * 0.05, 1e-3)
     ax.set_xlim(0, max(p[0] for p in everything) * 1.12)
     ax.set_ylim(min(ys_all) - 0.15 * span, max(ys_all) + 0.15 * span)
+    if metric == "kld" and max(ys_all) > 0:  # KL spans decades (0.004 for 8-bit, 10 for 2-bit): a log axis past 1e-3
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_ylim(0, max(ys_all) * 3)
     labelled: list[tuple[str, Point]] = sorted(xy.items(), key=lambda kv: (kv[1][0], kv[1][1]))
     if base:
         labelled.insert(0, ("baseline (unquantized)", base))
