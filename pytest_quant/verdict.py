@@ -115,6 +115,52 @@ def _needed_text(needed: float, d: Degradation) -> str:
     return f"about {int(needed)} items would decide it {at}, if the loss stays at its estimate"
 
 
+def bounded_verdict(
+    value: float,
+    lower: float,
+    upper: float,
+    limit: float,
+    *,
+    at_most: bool,
+    mode: Mode,
+    confidence: float,
+    trusted: bool = True,
+    note: str = "",
+    stat_name: str = "estimate",
+    limit_name: str = "budget",
+    violated: str = "the budget is violated with confidence",
+    not_shown: str = "the data cannot show it is within budget",
+    shown: str = "",
+) -> Verdict:
+    """A value with one-sided bounds (each at ``confidence``) against a limit it must stay at or below
+    (``at_most``) or at or above: the one decision rule of floors, flip shares and divergence budgets.
+    ``gate`` passes only when the favourable bound is within the limit, ``alarm`` fails only when the
+    unfavourable one is beyond it, ``point`` compares the value; the phrases name what was judged."""
+    if at_most:
+        evidence = evidence_of(lower, upper, limit, trusted)
+        ok_op, bad_op, beyond, favourable = "<=", ">", lower, upper
+        point_ok = value <= limit + _EPS
+    else:  # as a shortfall below the limit
+        evidence = evidence_of(limit - upper, limit - lower, 0.0, trusted)
+        ok_op, bad_op, beyond, favourable = ">=", "<", upper, lower
+        point_ok = value >= limit - _EPS
+    c = f"{confidence:.0%}"
+    if mode == "point":
+        ok, stat = point_ok, value
+        why = f"{stat_name} {ok_op if ok else bad_op} {limit_name}"
+    elif mode == "alarm":
+        ok, stat = evidence != "violated", beyond
+        side = "lower" if at_most else "upper"
+        why = f"{c} {side} bound " + (f"{ok_op} {limit_name}" if ok else f"{bad_op} {limit_name}: {violated}")
+    elif mode == "gate":
+        ok, stat = evidence == "within", favourable
+        side = "upper" if at_most else "lower"
+        why = f"{c} {side} bound " + (f"{ok_op} {limit_name}{shown}" if ok else f"{bad_op} {limit_name}: {not_shown}")
+    else:
+        raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
+    return Verdict(ok, mode, limit, stat, why, evidence, None, note)
+
+
 @dataclass(frozen=True)
 class Outcome:
     passed: bool
@@ -409,25 +455,13 @@ def judge_flips(
     changed = worse + better
     lo, hi = clopper_pearson(changed, n, confidence)
     share = changed / n
-    evidence = evidence_of(lo, hi, limit)
-    c = f"{confidence:.0%}"
-    if mode == "point":
-        ok, stat, why = share <= limit + _EPS, share, "share" + (" <= " if share <= limit + _EPS else " > ") + "budget"
-    elif mode == "alarm":
-        ok, stat = evidence != "violated", lo
-        why = f"{c} lower bound" + (
-            " <= budget" if ok else " > budget: more answers flip than allowed, with confidence"
-        )
-    elif mode == "gate":
-        ok, stat = evidence == "within", hi
-        why = f"{c} upper bound" + (
-            " <= budget: the flips are within budget with confidence"
-            if ok
-            else " > budget: the data cannot show the flips are within budget"
-        )
-    else:
-        raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
-    verdict = Verdict(ok, mode, limit, stat, why, evidence)
+    verdict = bounded_verdict(
+        share, lo, hi, limit, at_most=True, mode=mode, confidence=confidence, stat_name="share",
+        violated="more answers flip than allowed, with confidence",
+        not_shown="the data cannot show the flips are within budget",
+        shown=": the flips are within budget with confidence",
+    )  # fmt: skip
+    ok, why, evidence = verdict.passed, verdict.reason, verdict.evidence
     text, fields = flip_line(worse, better, n, confidence)
     lines = [
         f"{'PASS' if ok else 'FAIL'} [{mode}] {cand_label} vs {ref_label} on {reference.task} "
@@ -463,30 +497,13 @@ def judge_divergence(
     validate_result(candidate, cand_label)
     value = candidate.value
     lo, hi, method, trusted = _mean_bounds(candidate.scores, confidence, seed)
-    # as an excess over the limit: violated when even the favourable bound is beyond it
-    excess_lo, excess_hi = (lo - limit, hi - limit) if upper else (limit - hi, limit - lo)
-    evidence = evidence_of(excess_lo, excess_hi, 0.0, trusted)
-    c = f"{confidence:.0%}"
-    word = "<=" if upper else ">="
-    if mode == "point":
-        ok = value <= limit + _EPS if upper else value >= limit - _EPS
-        stat, why = value, f"estimate {word if ok else ('>' if upper else '<')} budget"
-    elif mode == "alarm":
-        ok = evidence != "violated"
-        stat = lo if upper else hi
-        why = f"{c} {'lower' if upper else 'upper'} bound" + (
-            f" {word} budget" if ok else " beyond the budget: the budget is violated with confidence"
-        )
-    elif mode == "gate":
-        ok = evidence == "within"
-        stat = hi if upper else lo
-        why = f"{c} {'upper' if upper else 'lower'} bound" + (
-            f" {word} budget: within budget with confidence" if ok else " beyond the budget: not shown within it"
-        )
-    else:
-        raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
     note = "" if trusted else f"{candidate.n} windows are too few to decide: {MIN_ITEMS_NOTE}"
-    verdict = Verdict(ok, mode, limit, stat, why, evidence, None, note)
+    verdict = bounded_verdict(
+        value, lo, hi, limit, at_most=upper, mode=mode, confidence=confidence, trusted=trusted, note=note,
+        not_shown="not shown within it", shown=": within budget with confidence",
+    )  # fmt: skip
+    ok, evidence, why = verdict.passed, verdict.evidence, verdict.reason
+    word = "<=" if upper else ">="
     kld = candidate.metric == "kld"
     what = "mean KL(base || quantized) per token" if kld else candidate.metric
 
@@ -559,25 +576,12 @@ def judge_floor(
         )
     value, limit = candidate.value, floor.floor
     lo, hi, method, trusted = _mean_bounds(candidate.scores, confidence, seed)
-    # As a loss below the floor: violated when even the upper bound is below it, within when the lower one reaches it.
-    evidence = evidence_of(limit - hi, limit - lo, 0.0, trusted)
-    if mode == "point":
-        ok, why = value >= limit - _EPS, "value" + (" >= " if value >= limit - _EPS else " < ") + "floor"
-    elif mode == "alarm":
-        ok = evidence != "violated"
-        why = f"{confidence:.0%} upper bound" + (
-            " >= floor" if ok else " < floor: the value is below the floor with confidence"
-        )
-    elif mode == "gate":
-        ok = evidence == "within"
-        why = f"{confidence:.0%} lower bound" + (
-            " >= floor" if ok else " < floor: the data cannot show the value reaches the floor"
-        )
-    else:
-        raise ValueError(f"mode must be 'point', 'alarm' or 'gate', got {mode!r}")
-    statistic = value if mode == "point" else (hi if mode == "alarm" else lo)
     note = "" if trusted else f"{candidate.n} items are too few to decide: {MIN_ITEMS_NOTE}"
-    verdict = Verdict(ok, mode, floor.floor, statistic, why, evidence, None, note)
+    verdict = bounded_verdict(
+        value, lo, hi, limit, at_most=False, mode=mode, confidence=confidence, trusted=trusted, note=note,
+        stat_name="value", limit_name="floor", violated="the value is below the floor with confidence",
+        not_shown="the data cannot show the value reaches the floor",
+    )  # fmt: skip
     return _floor_outcome(candidate, floor, verdict, confidence, lo, hi, method, cand_label)
 
 
