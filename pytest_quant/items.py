@@ -188,7 +188,7 @@ class ImportedSuiteFile(QuantSuiteFile):
     ``quant_import_errors = skip``, with the reason."""
 
     def load(self) -> tuple[SuiteConfig, dict[Any, int]]:
-        return load_imported(self.path, default_tp=_ini_int(self.config, "quant_import_tp_size", minimum=1))
+        return load_imported(self.path, default_tp=get_session(self.config).options.import_tp_size)
 
     def collect(self) -> Iterator[pytest.Item]:  # type: ignore[override]
         try:
@@ -199,17 +199,6 @@ class ImportedSuiteFile(QuantSuiteFile):
         yield from self._items(*loaded)
 
 
-def _ini_int(config: pytest.Config, name: str, *, minimum: int) -> int:
-    raw = config.getini(name)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        value = minimum - 1
-    if value < minimum:
-        raise pytest.UsageError(f"ini {name}: expected a whole number >= {minimum}, got {raw!r}")
-    return value
-
-
 class ImportFailure(pytest.Item):
     """An imported config that cannot be mapped: fails (or skips) with the file, line, field and reason."""
 
@@ -217,10 +206,7 @@ class ImportFailure(pytest.Item):
         super().__init__(**kwargs)
         self.error = error
         self.add_marker("quant")
-        policy = str(self.config.getini("quant_import_errors") or "fail").strip().lower()
-        if policy not in ("fail", "skip"):
-            raise pytest.UsageError(f"ini quant_import_errors: expected 'fail' or 'skip', got {policy!r}")
-        if policy == "skip":
+        if get_session(self.config).options.import_errors == "skip":
             self.add_marker(pytest.mark.skip(reason=f"not imported: {error}"))
 
     def runtest(self) -> None:

@@ -51,6 +51,23 @@ def parse_flip_rate(value: str) -> float:
         raise pytest.UsageError(f"ini quant_assumed_flip_rate: expected a number, got {value!r}") from None
 
 
+def parse_import_errors(value: str) -> str:
+    policy = str(value or "fail").strip().lower()
+    if policy not in ("fail", "skip"):
+        raise pytest.UsageError(f"ini quant_import_errors: expected 'fail' or 'skip', got {value!r}")
+    return policy
+
+
+def parse_tp_size(value: str) -> int:
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1:
+        raise pytest.UsageError(f"ini quant_import_tp_size: expected a whole number >= 1, got {value!r}")
+    return size
+
+
 # --quant-* flags: (flag, dest, keyword arguments of addoption)
 FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--quant-update-baselines", {
@@ -159,4 +176,6 @@ def options_from_config(config: pytest.Config) -> Options:
         backend=config.getoption("quant_backend"),
         strict=bool(config.getoption("quant_strict") or config.getini("quant_strict")),
         datasets=parse_datasets(config.getoption("quant_datasets") or config.getini("quant_datasets") or None),
+        import_errors=parse_import_errors(config.getini("quant_import_errors")),
+        import_tp_size=parse_tp_size(config.getini("quant_import_tp_size")),
     )

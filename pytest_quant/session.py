@@ -45,6 +45,8 @@ class Options:
     datasets: str | None = None  # --quant-datasets / ini quant_datasets: overrides suites
     backend: str | None = None  # --quant-backend: overrides suites
     strict: bool = False  # --quant-strict: a quant item that is skipped, errored or not collected fails the session
+    import_errors: str = "fail"  # ini quant_import_errors: an unmappable imported config's item fails or skips
+    import_tp_size: int = 1  # ini quant_import_tp_size: an imported vLLM config's TP size where no list gives one
 
 
 @dataclass

@@ -39,6 +39,12 @@ def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester):
     result.stderr.fnmatch_lines(["*--quant-mode: expected one of point, alarm, gate, got 'strict'*"])
     result = pytester.runpytest("--quant-confidence=1.5")
     result.stderr.fnmatch_lines(["*--quant-confidence: must lie strictly between 0.5 and 1*"])
+    pytester.makeini("[pytest]\nquant_import_errors = ignore\n")
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines(["*ini quant_import_errors: expected 'fail' or 'skip', got 'ignore'*"])
+    pytester.makeini("[pytest]\nquant_import_tp_size = 0\n")
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines(["*ini quant_import_tp_size: expected a whole number >= 1, got '0'*"])
 
 
 def test_gpu_marker_skips_with_reason_and_checks_kwargs(pytester: pytest.Pytester):
