@@ -404,8 +404,7 @@ def judge_parity(
     why = f"round({ratio:.4f}, 2) = {round(ratio, 2):.2f} {'>=' if ok else '<'} {recovery:.2f}"
     verdict = Verdict(ok, "point", v.limit, round(ratio, 2), why, v.evidence, v.items_needed, v.evidence_note)
     lines = paired.explanation.splitlines()
-    lines[0] = lines[0].replace("PASS [point]", "PASS [parity]").replace("FAIL [point]", "FAIL [parity]")
-    lines[0] = ("PASS" if ok else "FAIL") + lines[0][4:]
+    lines[0] = f"{'PASS' if ok else 'FAIL'} [parity]" + lines[0].split("]", 1)[1]  # "PASS [point] x vs y ..."
     for i, line in enumerate(lines):
         if line.startswith("  budget:"):
             lines[i] = f"  upstream rule (llm-compressor): round(quantized / baseline, 2) >= {recovery:.2f}; {why}"

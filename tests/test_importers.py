@@ -370,6 +370,7 @@ def test_parity_items_reproduce_llmcompressor_decisions(base_n, cand_n, n, recov
     threshold = recovery_to_threshold(f"{recovery * 100:g}%") if recovery < 1 else parse_threshold("0%")
     out = judge_parity(base, cand, threshold=threshold, confidence=0.95)
     assert out.passed == upstream and out.verdict.mode == "point" and out.row["mode"] == "parity"
+    assert out.explanation.startswith(("PASS" if upstream else "FAIL") + " [parity] quantized vs baseline on arc_easy")
     assert "upstream rule (llm-compressor)" in out.explanation and out.row["evidence"] in ("within", "violated", "inconclusive")
     exact = judge(base, cand, threshold=threshold, mode="point", confidence=0.95)
     if (base_n, cand_n) == (760, 711):
