@@ -9,15 +9,19 @@ judged, errored, or from the ``quant_check`` fixture.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_quant.artifacts import footprint, weight_columns
 from pytest_quant.budget import Mode, Threshold, format_bytes
 from pytest_quant.config import BASELINE, SuiteConfig
-from pytest_quant.evaluation import baseline, evaluate, runtime
+from pytest_quant.errors import EXPLAINED, BackendUnavailable
+from pytest_quant.evaluation import baseline, evaluate, evaluate_stages, runtime
 from pytest_quant.results import RuntimeMeasurement, TaskResult
+from pytest_quant.sequential import plan_of, prefix, spending_shares, stage_confidence
 from pytest_quant.session import QuantSession
-from pytest_quant.suite import Check
+from pytest_quant.stats import holm_rejections
+from pytest_quant.suite import Check, expand_checks
 from pytest_quant.verdict import (
     Outcome,
     both,
@@ -94,16 +98,208 @@ def run_check(
         # a parity item is upstream's point rule, whatever --quant-mode says
         mode = "point" if budget.parity is not None else session.resolve_mode(budget.mode, suite.mode)
         confidence = session.resolve_confidence(budget.confidence, suite.confidence)
-        judged = (
-            _floor
-            if budget.min_value is not None
-            else _divergence_claim
-            if budget.max_kld is not None or budget.min_top1_agreement is not None
-            else (_pooled if check.pool else _paired)
-        )
-        outcome = judged(session, suite, check, mode=mode, confidence=confidence, source=source)
+        outcome = _judge(session, suite, check, mode=mode, confidence=confidence, source=source)
+        if mode == "alarm" and budget.parity is None:
+            outcome = _in_family(session, suite, check, outcome, confidence=confidence, source=source)
     _stamp_check(outcome.row, suite, check, source=source, item=item, position=position)
     return outcome
+
+
+def _judge(
+    session: QuantSession, suite: SuiteConfig, check: Check, *, mode: Mode, confidence: float, source: str
+) -> Outcome:
+    """The check's outcome on its own, at ``confidence`` (a sequential task: at the stage that decided it)."""
+    budget = check.budget
+    if budget.min_value is not None:
+        return _floor(session, suite, check, mode=mode, confidence=confidence, source=source)
+    if budget.max_kld is not None or budget.min_top1_agreement is not None:
+        return _divergence_claim(session, suite, check, mode=mode, confidence=confidence, source=source)
+    if check.pool:
+        return _pooled(session, suite, check, mode=mode, confidence=confidence, source=source)
+    if _sequential_task(suite, check):
+        return _sequential(session, suite, check, mode=mode, confidence=confidence, source=source)
+    return _paired(session, suite, check, mode=mode, confidence=confidence, source=source)
+
+
+# What makes a check unjudgeable (its own item raises it when it runs).
+_UNJUDGED: tuple[type[BaseException], ...] = (*EXPLAINED, BackendUnavailable)
+
+
+# -- sequential evaluation: judge after each stage, stop when the task's budgets are decided ------------------
+@dataclass(frozen=True)
+class StageDecisions:
+    """Where a sequential task's budgets were decided (1-based stage), and how many items each scheme took."""
+
+    sizes: tuple[int, ...]
+    spending: str
+    decided: dict[str, int]
+    evaluated: dict[str, int]
+
+
+def _sequential_task(suite: SuiteConfig, check: Check) -> bool:
+    return check.task is not None and not check.pool and suite.tasks[check.task].sequential is not None
+
+
+def _sides(suite: SuiteConfig, check: Check) -> tuple[str, ...]:
+    """The schemes a check evaluates (not the stored baseline or a reference model's)."""
+    cmp = check.budget.compare
+    names = (cmp.better, cmp.worse) if cmp is not None else (str(check.scheme),)
+    return tuple(n for n in names if n in suite.schemes)
+
+
+def stage_decisions(session: QuantSession, suite: SuiteConfig, task_name: str, source: str) -> StageDecisions:
+    """Run a sequential task's stages: after each, judge every open alarm/gate budget on the task at the
+    stage's share of its error rate; a budget is decided at the first stage whose bounds show it within
+    or violated. A scheme is evaluated on a stage only while a budget that reads it is open. Computed once
+    per run (deterministic: every xdist worker reaches the same stops from the same cached chunks)."""
+    key = ("stages", source, suite.name, task_name)
+    if key in session.decisions:
+        return session.decisions[key]
+    task = suite.tasks[task_name]
+    assert task.sequential is not None
+    base = baseline(session, suite.model, task, suite.evaluation, seed=suite.seed)
+    plan = plan_of(base, task.sequential, suite.model.name)
+    checks = [
+        c for c in expand_checks(suite)
+        if c.task == task_name and not c.pool and c.budget.parity is None and c.budget.efficiency is None
+    ]  # fmt: skip
+    decided: dict[str, int] = {}
+    broken: set[str] = set()
+    evaluated: dict[str, int] = {}
+    for stage in range(1, plan.stages + 1):
+        active = []
+        for c in checks:
+            mode = session.resolve_mode(c.budget.mode, suite.mode)
+            if mode != "point" and c.name not in decided and c.name not in broken:
+                active.append((c, mode))
+        if not active:
+            break
+        for c, mode in active:
+            confidence = session.resolve_confidence(c.budget.confidence, suite.confidence)
+            at = stage_confidence(confidence, _shares(plan.sizes, task.sequential.spending, confidence)[stage - 1])
+            try:
+                outcome = _paired(session, suite, c, mode=mode, confidence=at, source=source, stage=stage)
+            except _UNJUDGED:  # the item itself raises it when it runs
+                broken.add(c.name)
+                continue
+            for name in _sides(suite, c):
+                evaluated[name] = max(evaluated.get(name, 0), plan.sizes[stage - 1])
+            if outcome.verdict is not None and outcome.verdict.evidence != "inconclusive":
+                decided[c.name] = stage
+    result = StageDecisions(plan.sizes, task.sequential.spending, decided, evaluated)
+    session.decisions[key] = result
+    return result
+
+
+def _shares(sizes: tuple[int, ...], spending: str, confidence: float) -> tuple[float, ...]:
+    return spending_shares(sizes, spending, 1.0 - confidence)
+
+
+def _sequential(
+    session: QuantSession, suite: SuiteConfig, check: Check, *, mode: Mode, confidence: float, source: str
+) -> Outcome:
+    """A budget on a sequential task, judged at the stage that decided it (or the last) with that stage's bounds."""
+    task_name = str(check.task)
+    dec = stage_decisions(session, suite, task_name, source)
+    last = len(dec.sizes)
+    stage = last if mode == "point" else dec.decided.get(check.name, last)
+    share = _shares(dec.sizes, dec.spending, confidence)[stage - 1]
+    at = confidence if mode == "point" else stage_confidence(confidence, share)
+    outcome = _paired(session, suite, check, mode=mode, confidence=at, source=source, stage=stage)
+    took = ", ".join(f"{name} {dec.evaluated.get(name, dec.sizes[-1])}" for name in _sides(suite, check))
+    if mode == "point":
+        line = f"  sequential: a point verdict decides nothing early: all {last} stages ({dec.sizes[-1]} items)"
+    elif check.name in dec.decided:
+        line = (
+            f"  sequential: decided at stage {stage} of {last} ({dec.sizes[stage - 1]} of {dec.sizes[-1]} items), "
+            f"bounds at {at:.2%} ({share:.3g} of the {1 - confidence:.0%} error rate, {dec.spending} spending)"
+        )
+    else:
+        line = (
+            f"  sequential: not decided at any of {last} stages ({dec.sizes[-1]} items); the last stage's bounds "
+            f"at {at:.2%} ({share:.3g} of the {1 - confidence:.0%} error rate, {dec.spending} spending)"
+        )
+    line += f"; items evaluated: {took}" if took else ""
+    row = {
+        **outcome.row,
+        "nominal_confidence": confidence,
+        "sequential": {
+            "stage": stage, "stages": last, "n": dec.sizes[stage - 1], "max": dec.sizes[-1],
+            "decided": check.name in dec.decided, "spending": dec.spending, "evaluated": dict(dec.evaluated),
+        },
+    }  # fmt: skip
+    return replace(outcome, explanation=f"{outcome.explanation}\n{line}", row=row)
+
+
+# -- one family of alarms per suite: Holm's step-down correction ----------------------------------------------
+def _rejects(session: QuantSession, suite: SuiteConfig, check: Check, source: str, confidence: float) -> Any:
+    """``check``'s alarm as a test of its budget at ``share`` of its error rate (for Holm): True when the
+    data show a violation. A check that cannot be judged rejects nothing."""
+    alpha = 1.0 - confidence
+
+    def test(share: float) -> bool:
+        try:
+            if not _sequential_task(suite, check):
+                at = 1.0 - alpha * share
+                outcome = _judge(session, suite, check, mode="alarm", confidence=at, source=source)
+                return outcome.verdict is not None and outcome.verdict.evidence == "violated"
+            dec = stage_decisions(session, suite, str(check.task), source)
+            shares = _shares(dec.sizes, dec.spending, 1.0 - alpha * share)
+            for stage in range(1, dec.decided.get(check.name, len(dec.sizes)) + 1):
+                at = stage_confidence(1.0 - alpha * share, shares[stage - 1])
+                outcome = _paired(session, suite, check, mode="alarm", confidence=at, source=source, stage=stage)
+                if outcome.verdict is not None and outcome.verdict.evidence == "violated":
+                    return True
+            return False
+        except _UNJUDGED:
+            return False
+
+    return test
+
+
+def _in_family(
+    session: QuantSession, suite: SuiteConfig, check: Check, outcome: Outcome, *, confidence: float, source: str
+) -> Outcome:
+    """An alarm judged with the suite's other alarms (``--quant-family suite``): it fails only where Holm's
+    step-down correction over the family's tests rejects it, so the chance of any false alarm in the suite
+    stays at the error rate. A violation shown alone but not after the correction passes, and says so."""
+    family = session.families.get(source, ())
+    if session.options.family != "suite" or check.name not in family or len(family) < 2:
+        return replace(outcome, row={**outcome.row, "family": {"size": 1, "correction": "none"}})
+    row = {**outcome.row, "family": {"size": len(family), "correction": "holm"}}
+    if outcome.verdict is None or outcome.verdict.evidence != "violated":
+        return replace(outcome, row=row)  # Holm rejects nothing its own test does not
+    key = ("holm", source, suite.name)
+    if key not in session.decisions:
+        by_name = {c.name: c for c in expand_checks(suite) if c.name in family}
+        tests = {
+            name: _rejects(session, suite, c, source, session.resolve_confidence(c.budget.confidence, suite.confidence))
+            for name, c in by_name.items()
+        }
+        session.decisions[key] = holm_rejections(tests)
+    rejected: dict[str, int] = session.decisions[key]
+    m = len(family)
+    alpha = 1.0 - confidence
+    if check.name in rejected:
+        step = rejected[check.name]
+        line = (
+            f"  family: Holm's correction across the suite's {m} alarms rejects it at step {step} "
+            f"(level {alpha:.0%}/{m - step + 1} = {alpha / (m - step + 1):.3%}): the chance of any false alarm "
+            f"in the suite stays at {alpha:.0%}"
+        )
+        row["family"]["step"] = step
+        return replace(outcome, explanation=f"{outcome.explanation}\n{line}", row=row)
+    lines = outcome.explanation.split("\n")
+    lines[0] = lines[0].replace("FAIL [alarm]", "PASS [alarm]", 1)
+    note = (
+        f"  evidence: inconclusive across the suite: alone its {confidence:.0%} lower bound shows a violation, but "
+        f"Holm's correction across the suite's {m} alarms ({len(rejected)} rejected; this one needed "
+        f"{alpha:.0%}/{m - len(rejected)}) does not (--quant-family item judges it alone)"
+    )
+    lines = [note if ln.startswith("  evidence:") else ln for ln in lines]
+    row.update({"verdict": "pass", "evidence": "inconclusive", "evidence_alone": "violated"})
+    verdict = replace(outcome.verdict, passed=True, evidence="inconclusive") if outcome.verdict else None
+    return replace(outcome, passed=True, explanation="\n".join(lines), row=row, verdict=verdict)
 
 
 def _divergence_claim(
@@ -122,28 +318,45 @@ def _divergence_claim(
     return outcome
 
 
-def _result(session: QuantSession, suite: SuiteConfig, name: str, task: str, source: str) -> TaskResult:
-    """The result a comparison names: the baseline, a reference model's baseline, or a scheme's evaluation."""
-    if name == BASELINE:
-        return baseline(session, suite.model, suite.tasks[task], suite.evaluation, seed=suite.seed)
-    if name in suite.references:  # another model as is: its own stored baseline
-        model, evaluation = suite.reference_run(name)
-        return baseline(session, model, suite.tasks[task], evaluation, seed=suite.seed)
-    return evaluate(
-        session, suite.model, suite.schemes[name], suite.tasks[task], suite.evaluation, seed=suite.seed, source=source
-    )
+def _result(
+    session: QuantSession, suite: SuiteConfig, name: str, task: str, source: str, stage: int | None = None
+) -> TaskResult:
+    """The result a comparison names: the baseline, a reference model's baseline, or a scheme's evaluation
+    (on a sequential task with ``stage``: its first ``stage`` stages)."""
+    config = suite.tasks[task]
+    if name == BASELINE or name in suite.references:
+        model, evaluation = (suite.model, suite.evaluation) if name == BASELINE else suite.reference_run(name)
+        base = baseline(session, model, config, evaluation, seed=suite.seed)  # another model: its own baseline
+        if stage is None or config.sequential is None:
+            return base
+        return prefix(base, plan_of(base, config.sequential, model.name), stage)
+    if stage is not None and config.sequential is not None:
+        base = baseline(session, suite.model, config, suite.evaluation, seed=suite.seed)
+        return evaluate_stages(
+            session, suite.model, suite.schemes[name], config, suite.evaluation, base, stage, seed=suite.seed,
+            source=source,
+        )  # fmt: skip
+    return evaluate(session, suite.model, suite.schemes[name], config, suite.evaluation, seed=suite.seed, source=source)
 
 
 def _paired(
-    session: QuantSession, suite: SuiteConfig, check: Check, *, mode: Mode, confidence: float, source: str
+    session: QuantSession,
+    suite: SuiteConfig,
+    check: Check,
+    *,
+    mode: Mode,
+    confidence: float,
+    source: str,
+    stage: int | None = None,
 ) -> Outcome:
-    """A loss budget against the baseline, or a comparison of two schemes / models, item by item."""
+    """A loss budget against the baseline, or a comparison of two schemes / models, item by item
+    (on a sequential task with ``stage``: on the items of its first ``stage`` stages)."""
     budget, task = check.budget, str(check.task)
     if budget.compare is not None:
         cmp = budget.compare
         reference, candidate = (
-            _result(session, suite, cmp.worse, task, source),
-            _result(session, suite, cmp.better, task, source),
+            _result(session, suite, cmp.worse, task, source, stage),
+            _result(session, suite, cmp.better, task, source, stage),
         )
         outcome = judge(
             reference,
@@ -161,8 +374,8 @@ def _paired(
         return outcome
     scheme = str(check.scheme)
     reference, candidate = (
-        _result(session, suite, BASELINE, task, source),
-        _result(session, suite, scheme, task, source),
+        _result(session, suite, BASELINE, task, source, stage),
+        _result(session, suite, scheme, task, source, stage),
     )
     if budget.max_flips is not None:
         outcome = judge_flips(

@@ -351,6 +351,28 @@ def _recipe_summary(recipe: Any) -> str:
     return " + ".join(found) or "(inline)"
 
 
+class SequentialConfig(_Strict):
+    """Evaluate a task in stages and stop once its budgets are decided (see :mod:`pytest_quant.sequential`).
+
+    Items are taken in an order fixed by the stored baseline (a permutation of the first ``max``
+    documents seeded by the suite's seed); stage ``k`` holds the first ``first * growth**(k-1)`` of
+    them (the last stage: ``max``). ``max: full`` is the task's whole evaluation split."""
+
+    first: int = Field(ge=1)
+    growth: float = Field(2.0, gt=1.0, le=16.0)
+    max: int | Literal["full"] = "full"
+    # How the error rate is spent over the planned stages: "bonferroni" gives each stage an equal share,
+    # "obrien-fleming" the increments of Lan-DeMets' O'Brien-Fleming-like spending function (little early,
+    # most at the last stage). Either way the shares sum to the budget's error rate.
+    spending: Literal["bonferroni", "obrien-fleming"] = "bonferroni"
+
+    @model_validator(mode="after")
+    def _max_after_first(self) -> SequentialConfig:
+        if isinstance(self.max, int) and self.max < self.first:
+            raise ValueError(f"max ({self.max}) is below first ({self.first})")
+        return self
+
+
 class TaskConfig(_Strict):
     """One evaluation: an lm-eval task, or ``perplexity`` over a text corpus."""
 
@@ -358,6 +380,9 @@ class TaskConfig(_Strict):
     task: str | None = None  # lm-eval task name when it differs from the suite's key
     metric: str | None = None
     limit: int | None = Field(None, ge=1)
+    # lm-eval's ``samples``: evaluate exactly these document indices of the task's evaluation split.
+    samples: tuple[int, ...] | None = None
+    sequential: SequentialConfig | None = None
     num_fewshot: int | None = Field(None, ge=0)
     include_path: str | None = None
     perplexity: str | None = None  # path to a UTF-8 corpus; makes this a perplexity task
@@ -385,8 +410,32 @@ class TaskConfig(_Strict):
     # budgets until a baseline is stored (the stored value replaces it). Not part of any identity.
     expected_value: float | None = Field(None, gt=0)
 
+    @field_validator("samples", mode="after")
+    @classmethod
+    def _samples_sorted(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("samples lists the document indices to evaluate; it is empty")
+        if any(i < 0 for i in v):
+            raise ValueError(f"samples are document indices (0 or more), got {min(v)}")
+        if len(set(v)) != len(v):
+            raise ValueError("samples lists a document twice")
+        return tuple(sorted(v))
+
     @model_validator(mode="after")
     def _coherent(self) -> TaskConfig:
+        chosen = [k for k in ("limit", "samples", "sequential") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(
+                f"{' and '.join(repr(k) for k in chosen)} each choose the items; give one "
+                "(sequential's 'max' replaces limit)"
+            )
+        if (self.samples is not None or self.sequential is not None) and self.kind != "lm_eval":
+            raise ValueError(
+                f"'{'samples' if self.samples is not None else 'sequential'}' chooses documents of an lm-eval task; "
+                f"a {self.kind} task's items are windows of its corpus (use limit)"
+            )
         if self.divergence is not None:
             if self.perplexity is not None:
                 raise ValueError("a task is 'perplexity' or 'divergence', not both")
@@ -430,14 +479,33 @@ class TaskConfig(_Strict):
     def lm_eval_task(self) -> str:
         return self.task or self.name
 
+    @property
+    def planned_items(self) -> int | None:
+        """The most items this task evaluates, where the suite says (None: the whole task)."""
+        if self.samples is not None:
+            return len(self.samples)
+        if self.sequential is not None:
+            return self.sequential.max if isinstance(self.sequential.max, int) else None
+        return self.limit
+
     def fingerprint_payload(self) -> dict[str, Any]:
         payload = self.model_dump(mode="json", exclude={"name", "batch_size", "expected_value"}, exclude_none=False)
         if self.divergence is None:  # added later: absent keeps earlier baselines' identities
             payload.pop("top_k", None)
             payload.pop("tail_samples", None)
-        for key in ("fewshot_seed", "gen_kwargs", "metadata", "fewshot_as_multiturn", "divergence"):
+        for key in (
+            "fewshot_seed",
+            "gen_kwargs",
+            "metadata",
+            "fewshot_as_multiturn",
+            "divergence",
+            "samples",
+            "sequential",
+        ):
             if payload.get(key) is None:  # added later: absent keeps earlier baselines' identities
                 payload.pop(key, None)
+        if payload.get("sequential"):  # how the error rate is spent changes verdicts, not what is measured
+            payload["sequential"].pop("spending", None)
         return payload
 
 
@@ -812,6 +880,12 @@ class SuiteConfig(_Strict):
                         ("budgets", i, "tasks"), f"unknown task {t!r}; known: {', '.join(sorted(self.tasks))}"
                     )
             self._units_fit(i, b)
+            if b.pool and any(self.tasks[t].sequential is not None for t in b.tasks or tuple(self.tasks)):
+                raise FieldProblem(
+                    ("budgets", i, "pool"),
+                    "a pooled budget averages whole tasks; a sequential task stops at a stage its own budgets "
+                    "decide, so it cannot enter a pool (give the pooled tasks a limit)",
+                )
             for claim, metric in DIVERGENCE_CLAIMS.items():
                 if getattr(b, claim) is None:
                     continue

@@ -27,7 +27,7 @@ from pytest_quant.config import (
     TaskConfig,
     canonical_hash,
 )
-from pytest_quant.errors import BaselineError
+from pytest_quant.errors import BaselineError, QuantConfigError
 from pytest_quant.results import RuntimeMeasurement, TaskResult
 from pytest_quant.session import QuantSession
 
@@ -135,6 +135,11 @@ def evaluate(
     """``task``'s result on ``model`` (``scheme`` None) or on a scheme's artifact, computed once per key."""
     from pytest_quant.backends.memory import out_of_memory_explained
 
+    if task.sequential is not None:  # in stages: the base records every stage, a scheme all of them here
+        if scheme is None:
+            return _sequential_base(session, model, task, evaluation, seed=seed, source=source)
+        base = baseline(session, model, task, evaluation, seed=seed)
+        return evaluate_stages(session, model, scheme, task, evaluation, base, None, seed=seed, source=source)
     evaluation = effective_evaluation(session, evaluation)
     model_dir = artifact(session, model, scheme, source=source)
     target = "baseline" if scheme is None else scheme.name
@@ -149,7 +154,7 @@ def evaluate(
         ident["backend_libs"] = backend_libs
     key = f"{task.name}-{canonical_hash(ident)}"
     what = f"evaluating {model.name if scheme is None else target} on {task.lm_eval_task}" + (
-        f" (limit {task.limit})" if task.limit else ""
+        f" (limit {task.limit})" if task.limit else f" ({len(task.samples)} chosen documents)" if task.samples else ""
     )
     oom_what, oom_hint = _oom_texts(target, task, evaluation)
 
@@ -170,6 +175,71 @@ def evaluate(
         return evaluator.result_from_run(run, task)
 
     return session.cache.result(key, compute, label=f"{model.name}/{target}/{task.name}")
+
+
+def _chunk_task(task: TaskConfig, docs: tuple[int, ...]) -> TaskConfig:
+    """The plain lm-eval task that evaluates one stage's documents of a sequential task."""
+    return task.model_copy(update={"sequential": None, "samples": tuple(sorted(docs))})
+
+
+def _sequential_base(
+    session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int, source: str
+) -> TaskResult:
+    """The unquantized model on every stage of a sequential task, recorded with its plan (what a baseline stores)."""
+    from pytest_quant.sequential import chunks_of, concatenate, document_order, plan_record, stage_sizes
+
+    seq = task.sequential
+    assert seq is not None
+    effective = effective_evaluation(session, evaluation)
+    ident = {**_identity(session, model, None, None, task, effective, seed), "role": "sequential-base"}
+
+    def compute() -> TaskResult:
+        from pytest_quant.backends.evaluate.lmeval_hf import count_documents
+
+        population = count_documents(task, effective)
+        total = population if seq.max == "full" else seq.max
+        if total > population:
+            raise QuantConfigError(
+                f"task {task.name!r}: sequential max {total} is more than the {population} documents of "
+                f"{task.lm_eval_task!r}",
+                field=f"tasks.{task.name}.sequential.max",
+            )
+        sizes = stage_sizes(seq.first, seq.growth, total)
+        chunks = [
+            evaluate(session, model, None, _chunk_task(task, docs), evaluation, seed=seed, source=source)
+            for docs in chunks_of(document_order(total, seed), sizes)
+        ]
+        return concatenate(chunks, task.name, plan_record(sizes, population, chunks))
+
+    return session.cache.result(
+        f"{task.name}-{canonical_hash(ident)}", compute, label=f"{model.name}/baseline/{task.name} (stages)"
+    )
+
+
+def evaluate_stages(
+    session: QuantSession,
+    model: ModelConfig,
+    scheme: SchemeConfig,
+    task: TaskConfig,
+    evaluation: EvaluationConfig,
+    base: TaskResult,
+    stages: int | None,
+    *,
+    seed: int = 0,
+    source: str = "",
+) -> TaskResult:
+    """A scheme on the first ``stages`` stages (None: all) of a sequential task, in the documents its
+    baseline ``base`` recorded; each stage's chunk is evaluated (and cached) once."""
+    from pytest_quant.sequential import concatenate, plan_of
+
+    assert task.sequential is not None
+    plan = plan_of(base, task.sequential, f"{model.name}")
+    chunks = plan.chunks(base)[: plan.stages if stages is None else stages]
+    results = [
+        evaluate(session, model, scheme, _chunk_task(task, docs), evaluation, seed=seed, source=source)
+        for docs in chunks
+    ]
+    return concatenate(results, task.name)
 
 
 def _identity(

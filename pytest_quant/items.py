@@ -72,6 +72,22 @@ def validate_markers(collected: list[pytest.Item]) -> None:
                     )
 
 
+def record_families(config: pytest.Config, selected: list[pytest.Item]) -> None:
+    """Each suite's family of alarms: its alarm items selected in this run and not skipped at collection
+    (what Holm's correction counts; every xdist worker collects and selects the same)."""
+    session = get_session(config)
+    families: dict[str, list[str]] = {}
+    for item in selected:
+        if not isinstance(item, QuantItem) or item.get_closest_marker("skip") is not None:
+            continue
+        budget = item.check.budget
+        if budget.efficiency is not None or budget.parity is not None:
+            continue
+        if session.resolve_mode(budget.mode, item.suite.mode) == "alarm":
+            families.setdefault(str(item.path), []).append(item.check.name)
+    session.families = {path: tuple(names) for path, names in families.items()}
+
+
 def get_session(config: pytest.Config) -> QuantSession:
     return config.stash[SESSION_KEY]
 

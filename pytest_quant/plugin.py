@@ -64,6 +64,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     validate_markers(items)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    items.record_families(session.config, session.items)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     devices.skip_without_devices(item)
 

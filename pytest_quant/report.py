@@ -164,8 +164,9 @@ def to_json(rows: Iterable[dict[str, Any]]) -> str:
                 v = None
             obj[k] = v
         obj["kind"] = r.get("kind") or "accuracy"
-        if r.get("efficiency"):
-            obj["efficiency"] = r["efficiency"]
+        for extra in ("efficiency", "sequential", "family", "nominal_confidence", "evidence_alone"):
+            if r.get(extra) is not None:
+                obj[extra] = r[extra]
         if r.get("error"):
             obj["error"] = r["error"]
         out.append(obj)
@@ -273,8 +274,10 @@ def release_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
     """Per suite: the release verdict, how many budgets were decided, and the error rate the decision holds.
 
     Gates together are an intersection-union test: "every gate within budget" is shown at each gate's own
-    confidence, with no correction. Alarms are judged one by one; their chance of at least one false alarm
-    when every budget holds exactly grows with their number, and this line says how far."""
+    confidence, with no correction. Alarms are judged together with Holm's correction (``--quant-family
+    suite``, the default), which keeps the chance of any false alarm at the error rate; judged alone
+    (``item``) that chance grows with their number, and the line says how far. Sequential tasks add how
+    many items their schemes took."""
     by_suite: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_suite.setdefault(str(r.get("suite") or "suite"), []).append(r)
@@ -285,7 +288,7 @@ def release_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
         evidence = [str(r.get("evidence")) for r in items if r.get("evidence")]
         decided = sum(e in ("within", "violated") for e in evidence)
         alarms = [r for r in items if r.get("mode") == "alarm"]
-        conf = {float(r["confidence"]) for r in alarms if r.get("confidence")}
+        conf = {float(r.get("nominal_confidence") or r["confidence"]) for r in alarms if r.get("confidence")}
         parts = [
             f"release {suite}: {'BLOCKED' if blocking else 'passes'} ({len(items)} budgets: "
             + ", ".join(
@@ -296,16 +299,49 @@ def release_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
         ]
         gates = sum(r.get("mode") == "gate" for r in items)
         if gates:
-            parts.append(f"  {gates} gate(s): all within budget is shown at each gate's confidence (no correction)")
+            parts.append(
+                f"  {gates} gate(s): a false pass of the release (some budget exceeded) is at most each gate's error "
+                "rate: every gate must show its budget (an intersection-union test needs no correction)"
+            )
         if alarms and conf:
             alpha = 1 - min(conf)
-            fwer = 1 - (1 - alpha) ** len(alarms)
-            parts.append(
-                f"  {len(alarms)} alarm(s), each at {alpha:.0%}: if every budget held exactly, the chance of at least "
-                f"one false alarm among them is up to {fwer:.0%} (independent items; Bonferroni: at most "
-                f"{min(1.0, alpha * len(alarms)):.0%})"
-            )
+            holm = [r for r in alarms if (r.get("family") or {}).get("correction") == "holm"]
+            if holm:
+                parts.append(
+                    f"  {len(alarms)} alarm(s) judged together (Holm's step-down correction): if every budget held "
+                    f"exactly, the chance of any false alarm among them is at most {alpha:.0%}"
+                )
+            elif len(alarms) == 1:
+                parts.append(f"  1 alarm at {alpha:.0%}: if its budget held exactly, a false alarm has that chance")
+            else:
+                fwer = 1 - (1 - alpha) ** len(alarms)
+                parts.append(
+                    f"  {len(alarms)} alarm(s), each at {alpha:.0%} alone (--quant-family item): if every budget held "
+                    f"exactly, the chance of at least one false alarm among them is up to {fwer:.0%} (independent "
+                    f"items; Bonferroni: at most {min(1.0, alpha * len(alarms)):.0%})"
+                )
+        parts += _sequential_lines(items)
         out += parts
+    return out
+
+
+def _sequential_lines(items: list[dict[str, Any]]) -> list[str]:
+    """Per sequential task: how many items its schemes took, against evaluating all of them at ``max``."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for r in items:
+        seq = r.get("sequential")
+        if isinstance(seq, dict):
+            t = tasks.setdefault(str(r.get("task")), {"max": seq["max"], "evaluated": {}, "budgets": 0, "early": 0})
+            t["evaluated"].update(seq.get("evaluated") or {})
+            t["budgets"] += 1
+            t["early"] += bool(seq.get("decided")) and seq["stage"] < seq["stages"]
+    out = []
+    for task, t in tasks.items():
+        took, full = sum(t["evaluated"].values()), t["max"] * len(t["evaluated"])
+        out.append(
+            f"  sequential {task}: {t['early']} of {t['budgets']} budget(s) decided before the last stage; "
+            f"{took} of {full} items evaluated ({len(t['evaluated'])} scheme(s), up to {t['max']} each)"
+        )
     return out
 
 

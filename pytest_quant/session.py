@@ -47,6 +47,7 @@ class Options:
     strict: bool = False  # --quant-strict: a quant item that is skipped, errored or not collected fails the session
     import_errors: str = "fail"  # ini quant_import_errors: an unmappable imported config's item fails or skips
     import_tp_size: int = 1  # ini quant_import_tp_size: an imported vLLM config's TP size where no list gives one
+    family: str = "suite"  # --quant-family / ini quant_family: a suite's alarms judged together (Holm) or alone
 
 
 @dataclass
@@ -56,6 +57,10 @@ class QuantSession:
     rows: list[dict[str, Any]] = field(default_factory=list)
     baselines_written: list[str] = field(default_factory=list)
     models: dict[str, Any] = field(default_factory=dict)  # ModelConfig JSON -> ResolvedModel
+    # suite file -> the names of its alarm checks selected in this run (the family Holm corrects over)
+    families: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # what is decided once per run and read by several items: sequential stops, Holm's rejections
+    decisions: dict[Any, Any] = field(default_factory=dict)
     _cache: ArtifactCache | None = None
     _evaluators: dict[str, Evaluator] = field(default_factory=dict)
 

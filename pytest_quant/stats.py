@@ -39,7 +39,7 @@ Methods:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -386,6 +386,29 @@ def _perplexity_degradation(
         estimate, bounds[0], bounds[1], confidence, n, True, "bootstrap-t", v_r, v_c,
         higher_is_better, spread=spread, trusted=n >= MIN_CONTINUOUS_ITEMS,
     )  # fmt: skip
+
+
+# -- a family of alarms ----------------------------------------------------------------------------------
+def holm_rejections(rejects_at: Mapping[str, Callable[[float], bool]]) -> dict[str, int]:
+    """Holm's (1979) step-down procedure over hypotheses given as tests: ``rejects_at[name](share)`` says
+    whether ``name``'s test rejects at ``share`` of its error rate ``alpha`` (monotone: a larger share
+    rejects at least as much). Returns the rejected names with the step (1-based) that rejected them.
+
+    Step ``r + 1`` tests what is still open at ``alpha / (m - r)`` (share ``1 / (m - r)``), ``r`` the
+    number rejected so far, and stops at the first step that rejects nothing. Rejecting every open
+    hypothesis whose test passes at a step is Holm's procedure on their p-values (each is at most the
+    step's level, which only grows). The chance of rejecting any true hypothesis is at most ``alpha``
+    (the largest, when they differ), whatever their dependence."""
+    m = len(rejects_at)
+    rejected: dict[str, int] = {}
+    while len(rejected) < m:
+        share = 1.0 / (m - len(rejected))
+        new = [name for name, test in rejects_at.items() if name not in rejected and test(share)]
+        if not new:
+            break
+        step = len(rejected) + 1
+        rejected.update(dict.fromkeys(new, step))
+    return rejected
 
 
 # -- planning ---------------------------------------------------------------------------------------

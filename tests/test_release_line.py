@@ -31,11 +31,35 @@ def test_release_line_counts_decisions_and_states_the_error_rate():
     lines = release_lines(ROWS)
     assert lines[0] == ("release s: BLOCKED (9 budgets: 7 pass, 1 fail, 1 xfail; 7 decided: 5 within, 2 violated, "
                         "2 inconclusive)")
-    assert "4 gate(s): all within budget is shown at each gate's confidence (no correction)" in lines[1]
-    # 4 alarms at 5% each: 1 - 0.95^4 = 18.5%
-    assert "4 alarm(s), each at 5%" in lines[2] and "up to 19%" in lines[2] and "Bonferroni: at most 20%" in lines[2]
+    assert "4 gate(s): a false pass of the release" in lines[1] and "needs no correction" in lines[1]
+    # 4 alarms at 5% each, judged alone: 1 - 0.95^4 = 18.5%
+    assert "4 alarm(s), each at 5% alone" in lines[2] and "up to 19%" in lines[2]
+    assert "Bonferroni: at most 20%" in lines[2]
     assert release_lines([r for r in ROWS if r["verdict"] != "fail"])[0].startswith("release s: passes")
     assert "release s: BLOCKED" in markdown(ROWS)
+
+
+def test_release_line_states_holm_and_sequential_savings():
+    """Alarms judged as a family (Holm) hold the family-wise rate at alpha; a stage's confidence is not the
+    nominal one the line quotes; a sequential task says how many items its schemes took."""
+    holm = {"family": {"size": 4, "correction": "holm"}}
+    seq = {"stages": 4, "max": 400, "spending": "bonferroni"}
+    rows = [
+        {**r, **holm} if r["mode"] == "alarm" else r for r in ROWS
+    ] + [
+        _row("w8", "arc2", "acc", 0.5, 0.5, mode="gate", confidence=0.9875, nominal_confidence=0.95,
+             sequential={**seq, "stage": 1, "n": 50, "decided": True, "evaluated": {"w8": 50, "fp8": 400}}),
+        _row("fp8", "arc2", "acc", 0.5, 0.5, mode="alarm", confidence=0.9875, nominal_confidence=0.95,
+             evidence="inconclusive", family=holm["family"],
+             sequential={**seq, "stage": 4, "n": 400, "decided": False, "evaluated": {"w8": 50, "fp8": 400}}),
+    ]
+    lines = release_lines(rows)
+    assert any("5 alarm(s) judged together (Holm" in ln and "at most 5%" in ln for ln in lines), lines
+    assert not any("alone" in ln for ln in lines)
+    assert any(
+        ln.strip() == "sequential arc2: 1 of 2 budget(s) decided before the last stage; 450 of 800 items evaluated "
+        "(2 scheme(s), up to 400 each)" for ln in lines
+    ), lines
 
 
 def test_fast_tiers_are_ranked_against_accuracy():

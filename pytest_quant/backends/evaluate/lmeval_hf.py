@@ -224,6 +224,7 @@ def evaluate_task(
             tasks=[task.lm_eval_task],
             num_fewshot=task.num_fewshot,
             limit=task.limit,
+            samples={task.lm_eval_task: list(task.samples)} if task.samples else None,
             log_samples=True,
             task_manager=manager,
             bootstrap_iters=0,
@@ -247,6 +248,28 @@ def evaluate_task(
         if substituted:
             meta["split_substituted"] = substituted
     return results, meta
+
+
+def count_documents(task: TaskConfig, evaluation: EvaluationConfig) -> int:
+    """How many documents ``task``'s evaluation split holds (what ``sequential: {max: full}`` takes),
+    read through lm-eval from the same source the evaluation reads (an offline mirror or the hub)."""
+    from lm_eval.tasks import get_task_dict
+
+    from pytest_quant.backends.datasets import dataset_source, offline_datasets
+
+    source = dataset_source(evaluation.datasets)
+    manager = task_manager(task, offline=source != "hub")
+    overrides = {task.lm_eval_task: task.split} if task.split else None
+    offline = contextlib.nullcontext(None) if source == "hub" else offline_datasets(source, split_overrides=overrides)
+    with offline, _hub_errors_explained(task, str(source)):
+        tasks = get_task_dict([task.lm_eval_task], manager)
+    found = tasks.get(task.lm_eval_task)
+    if found is None or isinstance(found, dict) or not hasattr(found, "eval_docs"):
+        raise QuantConfigError(
+            f"task {task.name!r}: {task.lm_eval_task!r} is a group; 'sequential' chooses documents of one task",
+            field=f"tasks.{task.name}.sequential",
+        )
+    return len(found.eval_docs)
 
 
 RUN_KEY = "pytest_quant"
@@ -393,6 +416,12 @@ def result_from_lm_eval(results: dict[str, Any], task: TaskConfig, *, lm_eval_ve
     leaves = _leaf_tasks(name, group_subtasks)
     is_group = leaves != [name]
 
+    if task.samples is not None and is_group:
+        raise QuantConfigError(
+            f"task {task.name!r}: {name!r} is a group of {len(leaves)} tasks; 'samples' and 'sequential' choose "
+            "documents of one task (name a task of the group)",
+            field=f"tasks.{task.name}",
+        )
     ids, scores, weights, hashes, kind = _per_item(results, task, leaves, metric, filt, is_group)
     if not scores:
         raise QuantConfigError(f"task {task.name!r}: lm-eval logged no per-item {key!r} samples")
@@ -463,13 +492,19 @@ def _per_item(
     weights: list[float] = []
     hashes: list[tuple[str, str, str]] = []
     kind: str | None = None
+    # With ``samples``, lm-eval 0.4.x enumerates the chosen documents in dataset order and logs
+    # ``samples[position]`` as the doc id: right only for a sorted list, which TaskConfig keeps.
+    chosen = None if task.samples is None else set(task.samples)
     for leaf in sorted(leaves):
         samples = [
             s for s in results.get("samples", {}).get(leaf, []) if s.get("filter", "none") == filt and metric in s
         ]
         for s in sorted(samples, key=lambda s: int(s["doc_id"])):
             raw = s[metric]
-            item_id = f"{leaf}/{s['doc_id']}" if is_group else str(s["doc_id"])
+            doc = int(s["doc_id"])
+            if chosen is not None and doc not in chosen:
+                raise QuantConfigError(f"task {task.name!r}: lm-eval logged document {doc}, which was not chosen")
+            item_id = f"{leaf}/{doc}" if is_group else str(doc)
             if isinstance(raw, (list, tuple)):
                 if metric not in PAIR_METRICS or len(raw) != 2:
                     raise QuantConfigError(
