@@ -9,7 +9,7 @@ judged, errored, or from the ``quant_check`` fixture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_quant.artifacts import footprint, weight_columns
@@ -18,7 +18,7 @@ from pytest_quant.config import BASELINE, SuiteConfig
 from pytest_quant.errors import EXPLAINED, BackendUnavailable
 from pytest_quant.evaluation import baseline, evaluate, evaluate_stages, runtime
 from pytest_quant.results import RuntimeMeasurement, TaskResult
-from pytest_quant.sequential import plan_of, prefix, spending_shares, stage_confidence
+from pytest_quant.sequential import plan_of, prefix, spending_shares, stage_confidence, worker_order
 from pytest_quant.session import QuantSession
 from pytest_quant.stats import holm_rejections
 from pytest_quant.suite import Check, expand_checks
@@ -134,6 +134,7 @@ class StageDecisions:
     spending: str
     decided: dict[str, int]
     evaluated: dict[str, int]
+    futile: dict[str, int] = field(default_factory=dict)  # stopped as undecidable at max (futility)
 
 
 def _sequential_task(suite: SuiteConfig, check: Check) -> bool:
@@ -162,18 +163,27 @@ def stage_decisions(session: QuantSession, suite: SuiteConfig, task_name: str, s
     checks = [
         c for c in expand_checks(suite)
         if c.task == task_name and not c.pool and c.budget.parity is None and c.budget.efficiency is None
+        and c.budget.min_value is None  # a floor on a value reads the whole task (see _floor)
     ]  # fmt: skip
     decided: dict[str, int] = {}
+    futile: dict[str, int] = {}
     broken: set[str] = set()
     evaluated: dict[str, int] = {}
     for stage in range(1, plan.stages + 1):
         active = []
         for c in checks:
             mode = session.resolve_mode(c.budget.mode, suite.mode)
-            if mode != "point" and c.name not in decided and c.name not in broken:
+            if mode != "point" and c.name not in decided and c.name not in broken and c.name not in futile:
                 active.append((c, mode))
         if not active:
             break
+        # this stage's evaluations first, each xdist worker starting on a different scheme
+        needed = [name for name in suite.schemes if any(name in _sides(suite, c) for c, _ in active)]
+        for name in worker_order(needed):
+            try:
+                _result(session, suite, name, task_name, source, stage)
+            except _UNJUDGED:  # judging the check that reads it records it as broken
+                pass
         for c, mode in active:
             confidence = session.resolve_confidence(c.budget.confidence, suite.confidence)
             at = stage_confidence(confidence, _shares(plan.sizes, task.sequential.spending, confidence)[stage - 1])
@@ -186,9 +196,18 @@ def stage_decisions(session: QuantSession, suite: SuiteConfig, task_name: str, s
                 evaluated[name] = max(evaluated.get(name, 0), plan.sizes[stage - 1])
             if outcome.verdict is not None and outcome.verdict.evidence != "inconclusive":
                 decided[c.name] = stage
-    result = StageDecisions(plan.sizes, task.sequential.spending, decided, evaluated)
+            elif task.sequential.futility and stage < plan.stages and _futile(outcome, plan.sizes[-1]):
+                futile[c.name] = stage
+    result = StageDecisions(plan.sizes, task.sequential.spending, decided, evaluated, futile)
     session.decisions[key] = result
     return result
+
+
+def _futile(outcome: Outcome, most: int) -> bool:
+    """Whether an inconclusive budget would stay undecided at ``most`` items if its loss stayed at its estimate
+    (with the per-item spread as measured): the items-needed figure every inconclusive verdict states."""
+    needed = outcome.verdict.items_needed if outcome.verdict is not None else None
+    return needed is not None and needed > most
 
 
 def _shares(sizes: tuple[int, ...], spending: str, confidence: float) -> tuple[float, ...]:
@@ -202,7 +221,7 @@ def _sequential(
     task_name = str(check.task)
     dec = stage_decisions(session, suite, task_name, source)
     last = len(dec.sizes)
-    stage = last if mode == "point" else dec.decided.get(check.name, last)
+    stage = last if mode == "point" else dec.decided.get(check.name, dec.futile.get(check.name, last))
     share = _shares(dec.sizes, dec.spending, confidence)[stage - 1]
     at = confidence if mode == "point" else stage_confidence(confidence, share)
     outcome = _paired(session, suite, check, mode=mode, confidence=at, source=source, stage=stage)
@@ -212,6 +231,12 @@ def _sequential(
     elif check.name in dec.decided:
         line = (
             f"  sequential: decided at stage {stage} of {last} ({dec.sizes[stage - 1]} of {dec.sizes[-1]} items), "
+            f"bounds at {at:.2%} ({share:.3g} of the {1 - confidence:.0%} error rate, {dec.spending} spending)"
+        )
+    elif check.name in dec.futile:
+        line = (
+            f"  sequential: stopped at stage {stage} of {last} ({dec.sizes[stage - 1]} of {dec.sizes[-1]} items) "
+            f"for futility: {dec.sizes[-1]} items would not decide it if the loss stayed at its estimate; "
             f"bounds at {at:.2%} ({share:.3g} of the {1 - confidence:.0%} error rate, {dec.spending} spending)"
         )
     else:
@@ -225,7 +250,8 @@ def _sequential(
         "nominal_confidence": confidence,
         "sequential": {
             "stage": stage, "stages": last, "n": dec.sizes[stage - 1], "max": dec.sizes[-1],
-            "decided": check.name in dec.decided, "spending": dec.spending, "evaluated": dict(dec.evaluated),
+            "decided": check.name in dec.decided, "futile": check.name in dec.futile, "spending": dec.spending,
+            "evaluated": dict(dec.evaluated),
         },
     }  # fmt: skip
     return replace(outcome, explanation=f"{outcome.explanation}\n{line}", row=row)
@@ -245,7 +271,8 @@ def _rejects(session: QuantSession, suite: SuiteConfig, check: Check, source: st
                 return outcome.verdict is not None and outcome.verdict.evidence == "violated"
             dec = stage_decisions(session, suite, str(check.task), source)
             shares = _shares(dec.sizes, dec.spending, 1.0 - alpha * share)
-            for stage in range(1, dec.decided.get(check.name, len(dec.sizes)) + 1):
+            examined = dec.decided.get(check.name, dec.futile.get(check.name, len(dec.sizes)))
+            for stage in range(1, examined + 1):
                 at = stage_confidence(1.0 - alpha * share, shares[stage - 1])
                 outcome = _paired(session, suite, check, mode="alarm", confidence=at, source=source, stage=stage)
                 if outcome.verdict is not None and outcome.verdict.evidence == "violated":

@@ -365,6 +365,11 @@ class SequentialConfig(_Strict):
     # "obrien-fleming" the increments of Lan-DeMets' O'Brien-Fleming-like spending function (little early,
     # most at the last stage). Either way the shares sum to the budget's error rate.
     spending: Literal["bonferroni", "obrien-fleming"] = "bonferroni"
+    # Stop examining an open budget that ``max`` items would not decide if its loss stayed at its
+    # estimate (it is judged inconclusive at that stage). It never makes a decision wrong more often,
+    # but it can stop one that more items would have made: on the demo it saved 3.7x the items and lost
+    # 2 of 6 decisions (benchmarks/RESULTS.md). Off by default.
+    futility: bool = False
 
     @model_validator(mode="after")
     def _max_after_first(self) -> SequentialConfig:
@@ -504,8 +509,9 @@ class TaskConfig(_Strict):
         ):
             if payload.get(key) is None:  # added later: absent keeps earlier baselines' identities
                 payload.pop(key, None)
-        if payload.get("sequential"):  # how the error rate is spent changes verdicts, not what is measured
+        if payload.get("sequential"):  # these change verdicts and stops, not what is measured
             payload["sequential"].pop("spending", None)
+            payload["sequential"].pop("futility", None)
         return payload
 
 

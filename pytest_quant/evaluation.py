@@ -186,7 +186,14 @@ def _sequential_base(
     session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int, source: str
 ) -> TaskResult:
     """The unquantized model on every stage of a sequential task, recorded with its plan (what a baseline stores)."""
-    from pytest_quant.sequential import chunks_of, concatenate, document_order, plan_record, stage_sizes
+    from pytest_quant.sequential import (
+        chunks_of,
+        concatenate,
+        document_order,
+        plan_record,
+        stage_sizes,
+        worker_order,
+    )
 
     seq = task.sequential
     assert seq is not None
@@ -205,10 +212,12 @@ def _sequential_base(
                 field=f"tasks.{task.name}.sequential.max",
             )
         sizes = stage_sizes(seq.first, seq.growth, total)
-        chunks = [
-            evaluate(session, model, None, _chunk_task(task, docs), evaluation, seed=seed, source=source)
-            for docs in chunks_of(document_order(total, seed), sizes)
-        ]
+        planned = chunks_of(document_order(total, seed), sizes)
+        done = {
+            docs: evaluate(session, model, None, _chunk_task(task, docs), evaluation, seed=seed, source=source)
+            for docs in worker_order(planned)  # xdist workers start on different chunks
+        }
+        chunks = [done[docs] for docs in planned]
         return concatenate(chunks, task.name, plan_record(sizes, population, chunks))
 
     return session.cache.result(

@@ -331,15 +331,20 @@ def _sequential_lines(items: list[dict[str, Any]]) -> list[str]:
     for r in items:
         seq = r.get("sequential")
         if isinstance(seq, dict):
-            t = tasks.setdefault(str(r.get("task")), {"max": seq["max"], "evaluated": {}, "budgets": 0, "early": 0})
+            t = tasks.setdefault(
+                str(r.get("task")), {"max": seq["max"], "evaluated": {}, "budgets": 0, "early": 0, "futile": 0}
+            )
             t["evaluated"].update(seq.get("evaluated") or {})
             t["budgets"] += 1
             t["early"] += bool(seq.get("decided")) and seq["stage"] < seq["stages"]
+            t["futile"] += bool(seq.get("futile"))
     out = []
     for task, t in tasks.items():
         took, full = sum(t["evaluated"].values()), t["max"] * len(t["evaluated"])
         out.append(
-            f"  sequential {task}: {t['early']} of {t['budgets']} budget(s) decided before the last stage; "
+            f"  sequential {task}: {t['early']} of {t['budgets']} budget(s) decided before the last stage"
+            + (f", {t['futile']} stopped for futility" if t["futile"] else "")
+            + "; "
             f"{took} of {full} items evaluated ({len(t['evaluated'])} scheme(s), up to {t['max']} each)"
         )
     return out

@@ -58,6 +58,11 @@ class Verdict:
         return f"evidence: {EVIDENCE_TEXT[self.evidence]}" + (f"; {self.evidence_note}" if self.evidence_note else "")
 
 
+def percent(confidence: float) -> str:
+    """A confidence as the text shows it: ``95%``, or ``98.75%`` for a stage's share of one."""
+    return f"{confidence * 100:.4g}%"
+
+
 def evidence_of(lower: float, upper: float, limit: float, trusted: bool = True) -> Evidence:
     """What bounds on a loss say about a tolerated ``limit`` (nothing, when they are not trusted)."""
     if not trusted:
@@ -79,7 +84,7 @@ def decide(degradation: Degradation, limit: float, mode: Mode) -> Verdict:
         raise ResultError(f"the loss cannot be judged: {', '.join(f'{k} {v!r}' for k, v in bad.items())}")
     evidence = evidence_of(d.lower, d.upper, limit, d.trusted)
     needed = items_to_decide(d, limit) if evidence == "inconclusive" and d.trusted else None
-    c = f"{d.confidence:.0%}"
+    c = percent(d.confidence)
     if mode == "point":
         ok = d.estimate <= limit + _EPS
         stat, why = d.estimate, "estimate" + (" <= " if ok else " > ") + "budget"
@@ -144,7 +149,7 @@ def bounded_verdict(
         evidence = evidence_of(limit - upper, limit - lower, 0.0, trusted)
         ok_op, bad_op, beyond, favourable = ">=", "<", upper, lower
         point_ok = value >= limit - _EPS
-    c = f"{confidence:.0%}"
+    c = percent(confidence)
     if mode == "point":
         ok, stat = point_ok, value
         why = f"{stat_name} {ok_op if ok else bad_op} {limit_name}"
@@ -340,7 +345,7 @@ def _paired_outcome(
         f"({reference.metric}, n={deg.n})",
         f"  {ref_label}: {deg.reference_value:.4f}   {cand_label}: {deg.candidate_value:.4f}   "
         f"recovery: {deg.recovery * 100:.2f}%",
-        f"  loss: {drop}  one-sided {deg.confidence:.0%} bounds [{lo}, {hi}] ({deg.method}{flips})",
+        f"  loss: {drop}  one-sided {percent(deg.confidence)} bounds [{lo}, {hi}] ({deg.method}{flips})",
         f"  budget: loss <= {budget_text}; {verdict.reason}",
         f"  {verdict.evidence_line}",
     ]
@@ -433,7 +438,7 @@ def flip_line(worse: int, better: int, n: int, confidence: float) -> tuple[str, 
     share = (worse + better) / n
     text = (
         f"  flips: {worse + better} of {n} items changed answer ({share:.1%}; {worse} worse, {better} better), "
-        f"one-sided {confidence:.0%} bounds [{lo:.1%}, {hi:.1%}] (Clopper-Pearson)"
+        f"one-sided {percent(confidence)} bounds [{lo:.1%}, {hi:.1%}] (Clopper-Pearson)"
     )
     return text, {"flips": share, "flips_low": lo, "flips_high": hi}
 
@@ -516,7 +521,8 @@ def judge_divergence(
         extra.append(f"99th percentile of the per-token estimates {candidate.meta['kld_p99_tokens']:.4f}")
     lines = [
         f"{'PASS' if ok else 'FAIL'} [{mode}] {cand_label} on {candidate.task} ({what}, n={candidate.n} windows)",
-        f"  value: {fmt(value)}   one-sided {confidence:.0%} bounds [{fmt(lo)}, {fmt(hi)}] ({method} over windows)",
+        f"  value: {fmt(value)}   one-sided {percent(confidence)} bounds [{fmt(lo)}, {fmt(hi)}] "
+        f"({method} over windows)",
         f"  budget: {candidate.metric} {word} {fmt(limit)}; {why}",
         f"  {verdict.evidence_line}",
     ]
@@ -603,7 +609,7 @@ def _floor_outcome(
 
     lines = [
         f"{'PASS' if ok else 'FAIL'} [{mode}] {cand_label} on {candidate.task} ({candidate.metric}, n={candidate.n})",
-        f"  value: {value:.4f}   one-sided {confidence:.0%} bounds [{lo:.4f}, {hi:.4f}] ({method})",
+        f"  value: {value:.4f}   one-sided {percent(confidence)} bounds [{lo:.4f}, {hi:.4f}] ({method})",
         f"  budget: {floor}; {verdict.reason}",
         f"  {verdict.evidence_line}",
         "  (the floor derives from one recorded number: judged on this run's own items, not paired)",

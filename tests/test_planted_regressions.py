@@ -28,7 +28,7 @@ schemes:
   w2-rtn: {method: rtn, weights: {bits: 2, group_size: 64}}
 tasks:
   arc_easy:       {limit: 50}
-  lambada_openai: {limit: 100}
+  lambada_openai: {sequential: {first: 50, max: 400}}
 budgets:
   - {name: loses-under-1pct, schemes: [w2-rtn], max_drop: 1%}
 """

@@ -77,6 +77,15 @@ def test_stages_stop_per_scheme_once_its_budgets_are_decided(pytester: pytest.Py
     gate.stdout.fnmatch_lines(
         ["*sequential: not decided at any of 4 stages (60 items); the last stage's bounds at 98.75%*"]
     )
+    # futility: the 1pp alarm needs thousands of items at its estimate, so w2 stops after the first stage;
+    # the stored baseline still serves (futility changes where evaluation stops, not what is measured)
+    pytester.makefile(".quant.yaml", seq=_suite(tiny).replace("max: full}", "max: full, futility: true}"))
+    futile = run(pytester, cache, f"--quant-report={report}")
+    futile.assert_outcomes(passed=3)
+    rows = {r["scheme"]: r for r in json.loads(report.read_text())["items"]}
+    assert rows["w2"]["sequential"]["futile"] and rows["w2"]["n"] == 10 and rows["w2"]["evidence"] == "inconclusive"
+    assert rows["w2"]["sequential"]["evaluated"]["w2"] == 10
+    futile.stdout.fnmatch_lines(["*sequential arith: 2 of 3 budget(s) decided before the last stage, 1 stopped for futility*"])
     # other stages are other prompts (few-shot draws follow the chunks): the stored baseline is stale
     pytester.makefile(".quant.yaml", seq=_suite(tiny, first=15))
     stale = run(pytester, cache)

@@ -25,6 +25,7 @@ from pytest_quant.sequential import (
     spending_shares,
     stage_confidence,
     stage_sizes,
+    worker_order,
 )
 from pytest_quant.stats import holm_rejections, score_bounds
 
@@ -60,6 +61,17 @@ def test_document_order_is_a_seeded_permutation_and_chunks_partition_it():
     assert [len(c) for c in chunks] == [10, 10, 20, 20]
     assert sorted(i for c in chunks for i in c) == list(range(60))
     assert all(list(c) == sorted(c) for c in chunks)  # lm-eval's samples must be sorted (see lmeval_hf)
+
+
+def test_xdist_workers_start_on_different_evaluations(monkeypatch):
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    assert worker_order(["a", "b", "c", "d", "e"]) == ["a", "b", "c", "d", "e"]
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    assert worker_order(["a", "b", "c", "d", "e"]) == ["a", "b", "c", "d", "e"]
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert worker_order(["a", "b", "c", "d", "e"]) == ["c", "d", "e", "a", "b"]
+    assert worker_order([]) == []
 
 
 def _chunk(ids, scores, fp):
