@@ -345,7 +345,7 @@ def _sequential_lines(items: list[dict[str, Any]]) -> list[str]:
             f"  sequential {task}: {t['early']} of {t['budgets']} budget(s) decided before the last stage"
             + (f", {t['futile']} stopped for futility" if t["futile"] else "")
             + "; "
-            f"{took} of {full} items evaluated ({len(t['evaluated'])} scheme(s), up to {t['max']} each)"
+            f"its budgets read {took} of {full} items ({len(t['evaluated'])} scheme(s), up to {t['max']} each)"
         )
     return out
 

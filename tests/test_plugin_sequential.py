@@ -69,7 +69,7 @@ def test_stages_stop_per_scheme_once_its_budgets_are_decided(pytester: pytest.Py
     assert sum("/w2/" in r for r in runs) == 4 and sum("/baseline/" in r for r in runs) == 4
     assert sum("/w8/" in r for r in runs) == [10, 20, 40, 60].index(w8_items) + 1
     result.stdout.fnmatch_lines([
-        "*sequential arith: 2 of 3 budget(s) decided before the last stage; * of 120 items evaluated*",
+        "*sequential arith: 2 of 3 budget(s) decided before the last stage; its budgets read * of 120 items*",
     ])  # fmt: skip
     # a warm re-run decides the same from the cache, in gate mode the undecided alarm fails with its stage line
     gate = run(pytester, cache, "--quant-mode=gate")

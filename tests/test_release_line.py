@@ -57,7 +57,7 @@ def test_release_line_states_holm_and_sequential_savings():
     assert any("5 alarm(s) judged together (Holm" in ln and "at most 5%" in ln for ln in lines), lines
     assert not any("alone" in ln for ln in lines)
     assert any(
-        ln.strip() == "sequential arc2: 1 of 2 budget(s) decided before the last stage; 450 of 800 items evaluated "
+        ln.strip() == "sequential arc2: 1 of 2 budget(s) decided before the last stage; its budgets read 450 of 800 items "
         "(2 scheme(s), up to 400 each)" for ln in lines
     ), lines
 
