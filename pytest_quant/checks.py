@@ -164,6 +164,7 @@ def stage_decisions(session: QuantSession, suite: SuiteConfig, task_name: str, s
         c for c in expand_checks(suite)
         if c.task == task_name and not c.pool and c.budget.parity is None and c.budget.efficiency is None
         and c.budget.min_value is None  # a floor on a value reads the whole task (see _floor)
+        and (source not in session.selected or c.name in session.selected[source])  # deselected: not run
     ]  # fmt: skip
     decided: dict[str, int] = {}
     futile: dict[str, int] = {}

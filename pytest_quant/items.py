@@ -74,18 +74,22 @@ def validate_markers(collected: list[pytest.Item]) -> None:
 
 def record_families(config: pytest.Config, selected: list[pytest.Item]) -> None:
     """Each suite's family of alarms: its alarm items selected in this run and not skipped at collection
-    (what Holm's correction counts; every xdist worker collects and selects the same)."""
+    (what Holm's correction counts; every xdist worker collects and selects the same), and each suite's
+    selected checks (a staged task stops on those alone: ``-k`` never evaluates a deselected scheme)."""
     session = get_session(config)
     families: dict[str, list[str]] = {}
+    chosen: dict[str, set[str]] = {}
     for item in selected:
         if not isinstance(item, QuantItem) or item.get_closest_marker("skip") is not None:
             continue
+        chosen.setdefault(str(item.path), set()).add(item.check.name)
         budget = item.check.budget
         if budget.efficiency is not None or budget.parity is not None:
             continue
         if session.resolve_mode(budget.mode, item.suite.mode) == "alarm":
             families.setdefault(str(item.path), []).append(item.check.name)
     session.families = {path: tuple(names) for path, names in families.items()}
+    session.selected = {path: frozenset(names) for path, names in chosen.items()}
 
 
 def get_session(config: pytest.Config) -> QuantSession:

@@ -59,6 +59,8 @@ class QuantSession:
     models: dict[str, Any] = field(default_factory=dict)  # ModelConfig JSON -> ResolvedModel
     # suite file -> the names of its alarm checks selected in this run (the family Holm corrects over)
     families: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # suite file -> the names of its checks selected in this run (what a staged task's stops consider)
+    selected: dict[str, frozenset[str]] = field(default_factory=dict)
     # what is decided once per run and read by several items: sequential stops, Holm's rejections
     decisions: dict[Any, Any] = field(default_factory=dict)
     _cache: ArtifactCache | None = None

@@ -71,6 +71,10 @@ def test_stages_stop_per_scheme_once_its_budgets_are_decided(pytester: pytest.Py
     result.stdout.fnmatch_lines([
         "*sequential arith: 2 of 3 budget(s) decided before the last stage; its budgets read * of 120 items*",
     ])  # fmt: skip
+    # -k: a deselected budget never drives a staged task, so its scheme is neither built nor evaluated
+    run(pytester, tmp_path / "cache-k", "-k", "tight").assert_outcomes(passed=1)
+    built = [e["label"] for kind in ("artifact", "run") for e in builds(tmp_path / "cache-k", kind)]
+    assert built and not any(label.endswith("/w8") or "/w8/" in label for label in built), built
     # a warm re-run decides the same from the cache, in gate mode the undecided alarm fails with its stage line
     gate = run(pytester, cache, "--quant-mode=gate")
     gate.assert_outcomes(passed=2, failed=1)
