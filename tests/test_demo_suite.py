@@ -104,9 +104,11 @@ def test_the_plugin_reports_what_lm_eval_reports(suite, quant_cache, monkeypatch
 
     # Perplexity, from the same lm-eval runs: lm-eval's aggregate; per item, minus the target's log-likelihood.
     assert plugin_ppl.metric == "perplexity" and plugin_ppl.item_ids == plugin.item_ids
-    assert plugin_ppl.value == pytest.approx(direct["results"][DIRECT_TASK]["perplexity,none"], rel=1e-9)
+    # Batches differ between the stages and one run (another padding, another order of fp32 sums): the
+    # log-likelihoods agree to ~1e-7 relative (measured 1.2e-7 on the aggregate); quantization moves them 1e-2.
+    assert plugin_ppl.value == pytest.approx(direct["results"][DIRECT_TASK]["perplexity,none"], rel=1e-5)
     want = [-float(samples[i]["perplexity"]) for i in plugin.item_ids]
-    assert plugin_ppl.scores == pytest.approx(want, rel=1e-6, abs=1e-6)  # batches differ between stages
+    assert plugin_ppl.scores == pytest.approx(want, rel=1e-5, abs=1e-5)
 
     # The committed baseline holds the same numbers for both entries. It was recorded by a `-n 2`
     # worker with one torch thread on one CPU; accuracy is exact, but log-likelihoods move with the
