@@ -187,7 +187,7 @@ def stage_decisions(session: QuantSession, suite: SuiteConfig, task_name: str, s
                 pass
         for c, mode in active:
             confidence = session.resolve_confidence(c.budget.confidence, suite.confidence)
-            at = stage_confidence(confidence, _shares(plan.sizes, task.sequential.spending, confidence)[stage - 1])
+            _, at = _at_stage(plan.sizes, task.sequential.spending, confidence, stage)
             try:
                 outcome = _paired(session, suite, c, mode=mode, confidence=at, source=source, stage=stage)
             except _UNJUDGED:  # the item itself raises it when it runs
@@ -211,8 +211,10 @@ def _futile(outcome: Outcome, most: int) -> bool:
     return needed is not None and needed > most
 
 
-def _shares(sizes: tuple[int, ...], spending: str, confidence: float) -> tuple[float, ...]:
-    return spending_shares(sizes, spending, 1.0 - confidence)
+def _at_stage(sizes: tuple[int, ...], spending: str, confidence: float, stage: int) -> tuple[float, float]:
+    """Stage ``stage``'s share of the error rate ``1 - confidence``, and the confidence of its bounds."""
+    share = spending_shares(sizes, spending, 1.0 - confidence)[stage - 1]
+    return share, stage_confidence(confidence, share)
 
 
 def _sequential(
@@ -223,8 +225,8 @@ def _sequential(
     dec = stage_decisions(session, suite, task_name, source)
     last = len(dec.sizes)
     stage = last if mode == "point" else dec.decided.get(check.name, dec.futile.get(check.name, last))
-    share = _shares(dec.sizes, dec.spending, confidence)[stage - 1]
-    at = confidence if mode == "point" else stage_confidence(confidence, share)
+    share, at = _at_stage(dec.sizes, dec.spending, confidence, stage)
+    at = confidence if mode == "point" else at
     outcome = _paired(session, suite, check, mode=mode, confidence=at, source=source, stage=stage)
     took = ", ".join(f"{name} {dec.evaluated.get(name, dec.sizes[-1])}" for name in _sides(suite, check))
     if mode == "point":
@@ -271,10 +273,9 @@ def _rejects(session: QuantSession, suite: SuiteConfig, check: Check, source: st
                 outcome = _judge(session, suite, check, mode="alarm", confidence=at, source=source)
                 return outcome.verdict is not None and outcome.verdict.evidence == "violated"
             dec = stage_decisions(session, suite, str(check.task), source)
-            shares = _shares(dec.sizes, dec.spending, 1.0 - alpha * share)
             examined = dec.decided.get(check.name, dec.futile.get(check.name, len(dec.sizes)))
             for stage in range(1, examined + 1):
-                at = stage_confidence(1.0 - alpha * share, shares[stage - 1])
+                _, at = _at_stage(dec.sizes, dec.spending, 1.0 - alpha * share, stage)
                 outcome = _paired(session, suite, check, mode="alarm", confidence=at, source=source, stage=stage)
                 if outcome.verdict is not None and outcome.verdict.evidence == "violated":
                     return True
