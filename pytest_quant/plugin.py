@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quant import devices, items, options
+from pytest_quant import devices, export, items, options
 from pytest_quant.fixtures import quant_baseline, quant_check, quant_eval, quant_model
 from pytest_quant.reporter import QuantReporter
 from pytest_quant.session import QuantSession
@@ -34,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controlling process: it prints and reports
         session.progress = _progress_printer(config)
         config.pluginmanager.register(QuantReporter(config, session), "quant-reporter")
+        export.register(config, session)
 
 
 def _progress_printer(config: pytest.Config):  # noqa: ANN202

@@ -43,6 +43,7 @@ class Options:
     report_png: Path | None = None
     flip_rate: float = 0.10
     datasets: str | None = None  # --quant-datasets / ini quant_datasets: overrides suites
+    export_datasets: Path | None = None  # --quant-export-datasets: the session only writes a mirror here
     backend: str | None = None  # --quant-backend: overrides suites
     strict: bool = False  # --quant-strict: a quant item that is skipped, errored or not collected fails the session
     import_errors: str = "fail"  # ini quant_import_errors: an unmappable imported config's item fails or skips

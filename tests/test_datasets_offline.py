@@ -99,7 +99,14 @@ def test_availability_table(offline):
     assert offline["arc_easy"].fewshot_split is None and offline["arc_easy"].requested_fewshot_split == "train"
     assert offline["hellaswag"].provenance == "arrow"
     assert offline["hellaswag"].source == "hf_datasets/hellaswag/none/validation"
-    assert offline["mmlu_anatomy"].note == "the same data filed under 'hails/mmlu_no_train' (config 'anatomy')"
+    assert offline["mmlu_anatomy"].note == (
+        "the same data filed under 'hails/mmlu_no_train' (config 'anatomy'); its first rows build with the "
+        "task's doc functions, reading answer, choices, question"
+    )
+    matched = {t: i.matched_as for t, i in offline.items()}
+    assert matched["mmlu_anatomy"] == "alias" and matched["hellaswag"] == "owner dropped"
+    assert matched["arc_easy"] == "alias"  # its test split is rebuilt from oe-eval requests
+    assert offline["hellaswag"].note.startswith("filed under 'hellaswag': lm-eval's id without its owner")
     assert {t for t, i in offline.items() if i.provenance == "rebuilt"} == {
         "arc_easy", "arc_challenge", "boolq", "lambada_openai", "gsm8k"
     }
