@@ -19,6 +19,7 @@ import pytest
 from pytest_quant.checks import error_row, run_check
 from pytest_quant.config import SuiteConfig
 from pytest_quant.devices import devices_needed
+from pytest_quant.doctor_items import suite_doctor_items
 from pytest_quant.errors import (
     EXPLAINED,
     BackendUnavailable,
@@ -151,10 +152,11 @@ class QuantSuiteFile(pytest.File):
     def load(self) -> tuple[SuiteConfig, dict[Any, int]]:
         return load_suite(self.path)
 
-    def collect(self) -> Iterator[QuantItem]:
+    def collect(self) -> Iterator[pytest.Item]:
         yield from self._items(*self.load())
 
-    def _items(self, suite: SuiteConfig, lines: dict[Any, int]) -> Iterator[QuantItem]:
+    def _items(self, suite: SuiteConfig, lines: dict[Any, int]) -> Iterator[pytest.Item]:
+        """One item per check, then the checkpoint doctor's items for each ``checkpoint:`` scheme."""
         suite = resolve_paths(suite, self.path.parent)
         checks = expand_checks(suite, lines)
         self._warn_unresolvable(suite, checks)
@@ -176,6 +178,7 @@ class QuantSuiteFile(pytest.File):
             if missing:
                 item.add_marker(pytest.mark.skip(reason=missing))
             yield item
+        yield from suite_doctor_items(self, suite, lines)
 
     def _warn_unresolvable(self, suite: SuiteConfig, checks: list[Check]) -> None:
         """Before any compute: warn when a task's item count cannot resolve its budget."""
@@ -210,7 +213,7 @@ class ImportedSuiteFile(QuantSuiteFile):
     def load(self) -> tuple[SuiteConfig, dict[Any, int]]:
         return load_imported(self.path, default_tp=get_session(self.config).options.import_tp_size)
 
-    def collect(self) -> Iterator[pytest.Item]:  # type: ignore[override]
+    def collect(self) -> Iterator[pytest.Item]:
         try:
             loaded = self.load()
         except QuantConfigError as exc:

@@ -134,6 +134,10 @@ FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         "metavar": "DIR",
         "help": "only export: write the splits the selected suites' lm-eval tasks read into DIR (a mirror for "
                 "--quant-datasets=DIR on a machine without the hub), deselect every item and exit"}),
+    ("--quant-doctor", {
+        "action": "append", "metavar": "PATH",
+        "help": "check the quantized checkpoint folder PATH for shipped defects (wrapped zero points, bad scales, "
+                "group sizes, packed shapes, layers stored unquantized) and collect nothing else; repeatable"}),
 )  # fmt: skip
 
 # ini keys: (name, default, help, type)
@@ -210,4 +214,5 @@ def options_from_config(config: pytest.Config) -> Options:
         import_errors=parse_import_errors(config.getini("quant_import_errors")),
         family=parse_family(config.getoption("quant_family") or config.getini("quant_family")),
         import_tp_size=parse_tp_size(config.getini("quant_import_tp_size")),
+        doctor=tuple(config.getoption("quant_doctor") or ()),
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_quant import devices, export, items, options
+from pytest_quant import devices, doctor_items, export, items, options
 from pytest_quant.fixtures import quant_baseline, quant_check, quant_eval, quant_model
 from pytest_quant.reporter import QuantReporter
 from pytest_quant.session import QuantSession
@@ -48,6 +48,12 @@ def _progress_printer(config: pytest.Config):  # noqa: ANN202
             tr.write_line(f"[pytest-quant] {msg}")
 
     return progress
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> bool | None:
+    """``--quant-doctor PATH``: the checkpoint doctor's items for PATH, and nothing else."""
+    return doctor_items.collect_doctor_only(session, items.get_session(session.config).options.doctor)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -49,6 +49,7 @@ class Options:
     import_errors: str = "fail"  # ini quant_import_errors: an unmappable imported config's item fails or skips
     import_tp_size: int = 1  # ini quant_import_tp_size: an imported vLLM config's TP size where no list gives one
     family: str = "suite"  # --quant-family / ini quant_family: a suite's alarms judged together (Holm) or alone
+    doctor: tuple[str, ...] = ()  # --quant-doctor: checkpoint folders to check instead of collecting tests
 
 
 @dataclass
