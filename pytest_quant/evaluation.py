@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from pytest_quant.config import (
     EfficiencyConfig,
     EvaluationConfig,
     ModelConfig,
+    ResolvedEvaluation,
     SchemeConfig,
     TaskConfig,
     canonical_hash,
@@ -64,13 +67,64 @@ def effective_evaluation(session: QuantSession, evaluation: EvaluationConfig) ->
 
     datasets = session.options.datasets or evaluation.datasets
     update: dict[str, Any] = {"datasets": dataset_source(datasets)}
-    if session.options.backend is not None:
+    if session.options.backend is not None and not isinstance(evaluation, ResolvedEvaluation):
         update["backend"] = session.options.backend
     return evaluation.model_copy(update=update)
 
 
+def choose_backend(
+    session: QuantSession,
+    models: Sequence[tuple[ModelConfig, SchemeConfig | None]],
+    evaluation: EvaluationConfig,
+    *,
+    source: str = "",
+) -> EvaluationConfig:
+    """``evaluation`` with ``backend: auto`` resolved for one budget that reads ``models`` (each a model and
+    a scheme of it, None for the model as is): vLLM when it can load every one of them, else transformers
+    for all of them (Accelerate's ``device_map: auto`` on a GPU device, ``fallback_args`` for lm-eval's
+    HFLM), with the reasons. One backend per budget: its two sides are scored alike, and its baseline is
+    read from the slot of that backend (``<task>@<backend>``), so a baseline recorded by one backend
+    never judges results of the other. Decided before anything is evaluated, from the folders and the
+    vLLM environment; a vLLM failure after that fails the item, it never switches backend mid-way.
+    Any other backend is returned as is (session overrides applied)."""
+    evaluation = effective_evaluation(session, evaluation)
+    if evaluation.backend != "auto":
+        return evaluation
+    from pytest_quant.backends.evaluate.lmeval_vllm import vllm_refusal
+
+    reasons: dict[str, str] = {}
+    for model, scheme in models:
+        model_dir = artifact(session, model, scheme, source=source)
+        args = json.dumps(evaluation.backend_args, sort_keys=True, default=str)
+        key = ("vllm-refusal", str(model_dir), evaluation.device, args)
+        if key not in session.decisions:
+            session.decisions[key] = vllm_refusal(model_dir, evaluation)
+        if session.decisions[key]:
+            reasons[model.name if scheme is None else scheme.name] = session.decisions[key]
+    data = evaluation.model_dump()
+    if not reasons:
+        placement = {"device_map": None, "max_memory": None, "offload_folder": None}  # vLLM places its own
+        return ResolvedEvaluation.model_validate({**data, **placement, "backend": "vllm", "fallback_args": {}})
+    device_map = evaluation.device_map or (None if evaluation.device.startswith("cpu") else "auto")
+    return ResolvedEvaluation.model_validate({
+        **data, "backend": "hf", "backend_args": evaluation.fallback_args, "fallback_args": {},
+        "device_map": device_map, "fallback": "; ".join(f"{name}: {why}" for name, why in reasons.items()),
+    })  # fmt: skip
+
+
+def baseline_slot(task: TaskConfig, evaluation: EvaluationConfig) -> str:
+    """The baseline file's entry for ``task``: its name, or ``<name>@<backend>`` under ``backend: auto``
+    (a task can need both: vLLM's for the budgets vLLM runs, transformers' for the ones it falls back on)."""
+    return f"{task.name}@{evaluation.backend}" if isinstance(evaluation, ResolvedEvaluation) else task.name
+
+
 def task_identity(
-    task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0, chat_template: str | None = None
+    task: TaskConfig,
+    evaluation: EvaluationConfig,
+    *,
+    seed: int = 0,
+    chat_template: str | None = None,
+    judge_model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything that decides what a task measures: its items, prompts and metric (task settings,
     the hashes of a corpus or local task folder, the chat template's text when one is applied), the
@@ -84,7 +138,16 @@ def task_identity(
         ident["include_path"] = "sha:" + _hash_path(Path(task.include_path))
     if task.divergence is not None and task.divergence != "lambada":
         ident["divergence"] = "sha:" + _hash_path(Path(task.divergence))
-    ident["backend"] = task.kind if task.kind in ("perplexity", "divergence") else evaluation.backend
+    if task.mt_bench is not None:  # the questions' content; a local judge's weights and chat template
+        from pytest_quant.mt_bench import questions_sha256
+
+        field = f"tasks.{task.name}.mt_bench"
+        ident["mt_bench"] = "sha:" + questions_sha256(Path(task.mt_bench).expanduser(), field=field)[:16]
+        if task.judge is not None:
+            ident.pop("judge", None)
+            ident.update(task.judge.identity())
+        ident["judge_model"] = judge_model
+    ident["backend"] = task.kind if task.kind in ("perplexity", "divergence", "mt_bench") else evaluation.backend
     ident["seed"] = seed
     ident["device"] = evaluation.device
     ident["dtype"] = evaluation.dtype
@@ -98,6 +161,21 @@ def task_identity(
 
 def _hash_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _judge_model(session: QuantSession, task: TaskConfig) -> dict[str, Any] | None:
+    """A local MT-Bench judge's fingerprint and chat template (a remote one is its endpoint and model name,
+    in the task's settings); None for other tasks."""
+    if task.judge is None or task.judge.remote:
+        return None
+    from pytest_quant.backends.models import chat_template_text
+
+    resolved = resolve_model(session, ModelConfig(name=task.judge.model))
+    template = chat_template_text(resolved.path)
+    return {
+        "fingerprint": resolved.fingerprint,
+        "chat_template": None if template is None else "sha:" + _hash_text(template),
+    }
 
 
 def _chat_template(session: QuantSession, model: ModelConfig, task: TaskConfig) -> str | None:
@@ -140,11 +218,16 @@ def evaluate(
             return _sequential_base(session, model, task, evaluation, seed=seed, source=source)
         base = baseline(session, model, task, evaluation, seed=seed)
         return evaluate_stages(session, model, scheme, task, evaluation, base, None, seed=seed, source=source)
-    evaluation = effective_evaluation(session, evaluation)
+    if task.kind == "lm_eval":  # backend auto, asked outside a budget (a fixture): for this model alone
+        evaluation = choose_backend(session, [(model, scheme)], evaluation, source=source)
+    else:
+        evaluation = effective_evaluation(session, evaluation)
     model_dir = artifact(session, model, scheme, source=source)
     target = "baseline" if scheme is None else scheme.name
     if task.kind == "divergence":
         return _divergence(session, model, scheme, model_dir, task, evaluation, seed=seed)
+    if task.kind == "mt_bench":
+        return _mt_bench(session, model, scheme, model_dir, task, evaluation, seed=seed)
     evaluator = session.evaluator("perplexity" if task.kind == "perplexity" else evaluation.backend)
     ident = _identity(session, model, scheme, model_dir, task, evaluation, seed)
     # An evaluator in its own environment (vLLM's venv) reports that environment's library
@@ -269,11 +352,27 @@ def _identity(
     return {
         "model": resolve_model(session, model).fingerprint,
         "artifact": artifact_id,
-        "task": task_identity(task, evaluation, seed=seed, chat_template=_chat_template(session, model, task)),
-        "evaluation": evaluation.model_dump(mode="json"),
+        "task": task_identity(
+            task,
+            evaluation,
+            seed=seed,
+            chat_template=_chat_template(session, model, task),
+            judge_model=_judge_model(session, task),
+        ),
+        "evaluation": _evaluation_key(evaluation),
         "seed": seed,
         "libs": library_versions(EVAL_LIBS),
     }
+
+
+def _evaluation_key(evaluation: EvaluationConfig) -> dict[str, Any]:
+    """The evaluation settings in a result's cache key; placement settings added later are left out when
+    unset, so results cached before them keep their keys."""
+    data = evaluation.model_dump(mode="json")
+    for key in ("device_map", "max_memory", "offload_folder", "fallback_args"):
+        if not data.get(key):
+            data.pop(key, None)
+    return data
 
 
 def reference_file(session: QuantSession, model: ModelConfig, task: TaskConfig) -> Path:
@@ -345,13 +444,79 @@ def _divergence(
     return evaluator.result_from_run(run, task)
 
 
+def _mt_bench(
+    session: QuantSession,
+    model: ModelConfig,
+    scheme: SchemeConfig | None,
+    model_dir: Path,
+    task: TaskConfig,
+    evaluation: EvaluationConfig,
+    *,
+    seed: int,
+) -> TaskResult:
+    """An MT-Bench task: the model's answers, then the judge's ratings of them, each a cached run. The
+    answers' key leaves out the judge and the metric (suite tasks reading turn1 / turn2 / score share
+    them, a new judge re-grades them); the ratings' key is the answers' content and the judge."""
+    from pytest_quant.backends.evaluate.mt_bench import MTBenchEvaluator, unsupported_backend
+    from pytest_quant.backends.memory import out_of_memory_explained
+
+    unsupported_backend(task, evaluation)
+    evaluator = session.evaluator("mt_bench")
+    assert isinstance(evaluator, MTBenchEvaluator)
+    target = "baseline" if scheme is None else scheme.name
+    ident = _identity(session, model, scheme, model_dir, task, evaluation, seed)
+    answers_task = {k: v for k, v in ident["task"].items() if k != "metric" and not k.startswith("judge")}
+    answers_ident = {**ident, "task": answers_task}
+    oom_what = f"answering the MT-Bench questions of task {task.name!r} with {target!r}"
+    oom_hint = f"lower tasks.{task.name}.max_new_tokens or limit, or evaluate on a device with more memory"
+    judge_text = task.judge.describe() if task.judge is not None else ""
+
+    def compute() -> TaskResult:
+        answers = session.cache.run(
+            f"mt_bench-answers-{canonical_hash(answers_ident)}",
+            lambda: session.timed(
+                f"{oom_what} (max_new_tokens {task.max_new_tokens})",
+                lambda: out_of_memory_explained(
+                    lambda: evaluator.answer(model_dir, task, evaluation, seed=seed), oom_what, oom_hint
+                ),
+            ),
+            label=f"{model.name}/{target}/{task.name} answers",
+        )
+        judge_ident = {
+            "answers": canonical_hash(answers["answers"], 32),
+            "question_ids": answers["question_ids"],
+            "judge": {k: v for k, v in ident["task"].items() if k.startswith("judge")},
+            "evaluation": ident["evaluation"],
+            "seed": seed,
+            "libs": ident["libs"],
+        }
+        judgments = session.cache.run(
+            f"mt_bench-judgments-{canonical_hash(judge_ident)}",
+            lambda: session.timed(
+                f"judging {target}'s MT-Bench answers of task {task.name!r} ({judge_text})",
+                lambda: evaluator.judge(answers, task, evaluation, seed=seed),
+            ),
+            label=f"{model.name}/{target}/{task.name} judgments",
+        )
+        return evaluator.result_from_run(evaluator.combine(answers, judgments), task)
+
+    key = f"{task.name}-{canonical_hash(ident)}"
+    return session.cache.result(key, compute, label=f"{model.name}/{target}/{task.name}")
+
+
 def expectation(
     session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0
 ) -> Expectation:
     """What a stored baseline of ``task`` must match to be used now."""
     evaluation = effective_evaluation(session, evaluation)
     return Expectation(
-        task_config=task_identity(task, evaluation, seed=seed, chat_template=_chat_template(session, model, task)),
+        task_config=task_identity(
+            task,
+            evaluation,
+            seed=seed,
+            chat_template=_chat_template(session, model, task),
+            judge_model=_judge_model(session, task),
+        ),
         model_fingerprint=resolve_model(session, model).fingerprint,
         versions=library_versions(PROVENANCE_LIBS),
     )
@@ -361,12 +526,15 @@ def baseline(
     session: QuantSession, model: ModelConfig, task: TaskConfig, evaluation: EvaluationConfig, *, seed: int = 0
 ) -> TaskResult:
     """The stored unquantized result for ``task`` (written first under --quant-update-baselines)."""
+    if task.kind == "lm_eval":  # backend auto, asked outside a budget (a fixture): for the model alone
+        evaluation = choose_backend(session, [(model, None)], evaluation)
     expect = expectation(session, model, task, evaluation, seed=seed)
     store = session.store
+    slot = baseline_slot(task, evaluation)
     if session.options.update_baselines:
         result = evaluate(session, model, None, task, evaluation, seed=seed)
         try:
-            unchanged = store.load(model.name, task.name, expect).result.to_json() == result.to_json()
+            unchanged = store.load(model.name, slot, expect).result.to_json() == result.to_json()
         except BaselineError:
             unchanged = False
         if not unchanged:
@@ -379,11 +547,11 @@ def baseline(
             }
             if task.kind == "divergence":  # the reference first: the baseline records its sha256
                 _store_reference(session, model, task, evaluation, seed)
-            store.write(model.name, expect.model_fingerprint, task.name, result, expect.task_config, provenance)
-            session.baselines_written.append(f"{store.path_for(model.name)} [{task.name}]")
+            store.write(model.name, expect.model_fingerprint, slot, result, expect.task_config, provenance)
+            session.baselines_written.append(f"{store.path_for(model.name)} [{slot}]")
         elif task.kind == "divergence" and not reference_file(session, model, task).is_file():
             _store_reference(session, model, task, evaluation, seed)
-    return store.load(model.name, task.name, expect).result
+    return store.load(model.name, slot, expect).result
 
 
 def _store_reference(

@@ -103,7 +103,7 @@ def _task(suite: SuiteConfig, name: str, scheme: str, store: BaselineStore, meas
     task: TaskConfig = suite.tasks[name]
     full = KNOWN_TASK_SIZES.get(task.lm_eval_task)
     base_value, stored_n = task.expected_value or 0.5, None
-    continuous = task.perplexity_metric or task.lm_eval_task in CONTINUOUS_TASKS
+    continuous = task.perplexity_metric or task.kind == "mt_bench" or task.lm_eval_task in CONTINUOUS_TASKS
     try:
         result = store.load(suite.model.name, name).result
         base_value, stored_n = result.value, result.n

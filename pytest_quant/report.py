@@ -164,7 +164,15 @@ def to_json(rows: Iterable[dict[str, Any]]) -> str:
                 v = None
             obj[k] = v
         obj["kind"] = r.get("kind") or "accuracy"
-        for extra in ("efficiency", "sequential", "family", "nominal_confidence", "evidence_alone"):
+        for extra in (
+            "efficiency",
+            "sequential",
+            "family",
+            "nominal_confidence",
+            "evidence_alone",
+            "backend",
+            "backend_fallback",
+        ):
             if r.get(extra) is not None:
                 obj[extra] = r[extra]
         if r.get("error"):
@@ -321,7 +329,24 @@ def release_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
                     f"items; Bonferroni: at most {min(1.0, alpha * len(alarms)):.0%})"
                 )
         parts += _sequential_lines(items)
+        parts += _backend_lines(items)
         out += parts
+    return out
+
+
+def _backend_lines(items: list[dict[str, Any]]) -> list[str]:
+    """Under ``backend: auto``: which budgets ran on which backend, and why vLLM could not run the others."""
+    chosen = [r for r in items if r.get("backend")]
+    if not chosen:
+        return []
+    on_vllm = sum(r["backend"] == "vllm" for r in chosen)
+    out = [f"  backend auto: {on_vllm} budget(s) on vllm, {len(chosen) - on_vllm} on hf (transformers)"]
+    reasons: dict[str, list[str]] = {}
+    for r in chosen:
+        if r.get("backend_fallback"):
+            reasons.setdefault(str(r["backend_fallback"]), []).append(str(r.get("budget_name") or r.get("item")))
+    for why, budgets in reasons.items():
+        out.append(f"    fell back to hf for {', '.join(budgets)}: {why}")
     return out
 
 

@@ -3,6 +3,8 @@
 Logic layer. Errors name the file, the line and the field path
 (``budgets[1].max_drop``) with the offending value, so a release engineer can
 fix a suite without reading a traceback.
+
+A suite may ``include:`` task sets kept in other YAML files (one level; see :func:`merge_includes`).
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def line_for(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | 
     return lines.get(())
 
 
-def load_suite_text(text: str, source: str) -> tuple[SuiteConfig, dict[tuple[Any, ...], int]]:
-    """Parse and validate a suite; ``source`` names the file in errors."""
+def _parse(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """The YAML document of ``text`` and the line of every key and entry in it."""
     try:
         node = yaml.compose(text, Loader=LineLoader)
         data = yaml.load(text, Loader=LineLoader)
@@ -75,15 +77,27 @@ def load_suite_text(text: str, source: str) -> tuple[SuiteConfig, dict[tuple[Any
             compose_lines(node, (), lines)
         except QuantConfigError as exc:
             raise QuantConfigError(exc.detail, source=source, field=exc.field, line=exc.line) from None
+    return data, lines
+
+
+def load_suite_text(
+    text: str, source: str, *, base: Path | None = None
+) -> tuple[SuiteConfig, dict[tuple[Any, ...], int]]:
+    """Parse and validate a suite; ``source`` names the file in errors, ``base`` is the folder its
+    ``include:`` paths are relative to (default: ``source``'s folder)."""
+    data, lines = _parse(text, source)
     if not isinstance(data, dict):
         raise QuantConfigError(
             f"a suite is a mapping with 'model', 'schemes', 'tasks' and 'budgets', got {type(data).__name__}",
             source=source,
         )
+    included: dict[tuple[Any, ...], tuple[str, int]] = {}
+    if "include" in data:
+        data, included = merge_includes(data, lines, source, Path(source).parent if base is None else base)
     try:
         suite = SuiteConfig.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, data, lines, source) from None
+        raise _config_error(exc, data, lines, source, included) from None
     return suite, lines
 
 
@@ -95,7 +109,105 @@ def load_suite(path: Path) -> tuple[SuiteConfig, dict[tuple[Any, ...], int]]:
     return load_suite_text(text, str(path))
 
 
-def _config_error(exc: ValidationError, data: Any, lines: dict, source: str) -> QuantConfigError:
+# What an included file may hold, and the task fields that name files (relative to the file that wrote them).
+INCLUDABLE: tuple[str, ...] = ("tasks",)
+_TASK_PATHS: tuple[str, ...] = ("perplexity", "include_path", "mt_bench")
+
+
+def merge_includes(
+    data: dict[str, Any], lines: dict[tuple[Any, ...], int], source: str, base: Path
+) -> tuple[dict[str, Any], dict[tuple[Any, ...], tuple[str, int]]]:
+    """``data`` with its ``include:`` files' tasks merged in, and where each merged key was written.
+
+    ``include`` is a path or a list of paths, relative to ``base``. An included file is a mapping
+    with ``tasks:`` only (no ``include`` of its own: one level). Its tasks come first, in order; a
+    task two included files define is an error. A task the suite itself also lists is merged field
+    by field, the suite's fields winning: that is how a suite states a deviation from a shared task
+    set (``arc_challenge: {num_fewshot: 0}``), in the suite, never silently. The file paths of an
+    included task (``perplexity``, ``include_path``, ``mt_bench``) are relative to its own file.
+    Errors name the file, the line and the field.
+    """
+
+    def fail(message: str, path: tuple[Any, ...], *, where: str = source, at: dict | None = None) -> QuantConfigError:
+        return QuantConfigError(message, source=where, field=dotted(path), line=line_for(at or lines, path))
+
+    paths = data["include"]
+    listed = isinstance(paths, list)
+    paths = [paths] if isinstance(paths, str) else paths
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
+        raise fail(
+            f"include names YAML files of tasks, a path or a list of paths (got {data['include']!r})", ("include",)
+        )
+    own = data.get("tasks")
+    if own is not None and not isinstance(own, dict):
+        raise fail(f"tasks is a mapping of task names to settings (got {type(own).__name__})", ("tasks",))
+    tasks: dict[str, Any] = {}
+    origin: dict[tuple[Any, ...], tuple[str, int]] = {}
+    for i, raw in enumerate(paths):
+        path = Path(raw).expanduser()
+        path = path if path.is_absolute() else base / path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise fail(
+                f"cannot read included file {str(path)!r}: {why}", ("include", i) if listed else ("include",)
+            ) from None
+        where = str(path)
+        inc, inc_lines = _parse(text, where)
+        if not isinstance(inc, dict) or not isinstance(inc.get("tasks"), dict) or not inc["tasks"]:
+            raise QuantConfigError(
+                "an included file is a mapping with 'tasks:' (task names to settings)", source=where, line=1
+            )
+        for key in inc:
+            if key not in INCLUDABLE:
+                hint = " (one level: list every file in the suite's own include)" if key == "include" else ""
+                raise fail(
+                    f"an included file holds {', '.join(INCLUDABLE)} only; unknown key {key!r}{hint}",
+                    (key,),
+                    where=where,
+                    at=inc_lines,
+                )
+        for name, body in inc["tasks"].items():
+            at = ("tasks", name)
+            if name in tasks:
+                first = origin[at]
+                raise fail(f"task {name!r} is also defined in {first[0]}:{first[1]}", at, where=where, at=inc_lines)
+            if body is not None and not isinstance(body, dict):
+                raise fail(f"a task's settings are a mapping (got {body!r})", at, where=where, at=inc_lines)
+            body = dict(body or {})
+            for key in _TASK_PATHS:
+                if isinstance(body.get(key), str) and not Path(body[key]).expanduser().is_absolute():
+                    body[key] = str((path.parent / Path(body[key]).expanduser()).resolve())
+            tasks[name] = body
+            origin[at] = (where, line_for(inc_lines, at) or 1)
+            for key in body:
+                origin[at + (key,)] = (where, line_for(inc_lines, at + (key,)) or origin[at][1])
+    for name, body in (own or {}).items():
+        if name in tasks:
+            if body is not None and not isinstance(body, dict):
+                raise fail(
+                    f"task {name!r} comes from an included file; the suite overrides its fields with a mapping "
+                    f"(got {body!r})",
+                    ("tasks", name),
+                )
+            for key in body or {}:
+                origin.pop(("tasks", name, key), None)  # the suite's own field
+            tasks[name] = {**tasks[name], **(body or {})}
+        else:
+            tasks[name] = body
+    merged = {k: v for k, v in data.items() if k != "include"}
+    merged["tasks"] = tasks
+    return merged, origin
+
+
+def _config_error(
+    exc: ValidationError,
+    data: Any,
+    lines: dict,
+    source: str,
+    included: dict[tuple[Any, ...], tuple[str, int]] | None = None,
+) -> QuantConfigError:
     err = exc.errors(include_url=False)[0]
     loc = tuple(err.get("loc", ()))
     # Drop pydantic's validator tags (e.g. 'function-after[...]') and keep the data path.
@@ -118,7 +230,23 @@ def _config_error(exc: ValidationError, data: Any, lines: dict, source: str) -> 
     count = exc.error_count()
     if count > 1:
         text += f"  [+{count - 1} more problem{'s' if count > 2 else ''}]"
+    where = _included_origin(path, lines, included or {})
+    if where is not None:
+        source, line = where
     return QuantConfigError(text, source=source, field=dotted(path), line=line)
+
+
+def _included_origin(
+    path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], included: dict[tuple[Any, ...], tuple[str, int]]
+) -> tuple[str, int] | None:
+    """The included file and line that wrote ``path``, where it is deeper there than in the suite itself."""
+    for depth in range(len(path), 0, -1):
+        prefix = path[:depth]
+        if prefix in lines:  # the suite wrote it (a task both define: the suite's override)
+            return None
+        if prefix in included:
+            return included[prefix]
+    return None
 
 
 @dataclass(frozen=True)
@@ -212,6 +340,9 @@ def resolve_paths(suite: SuiteConfig, base: Path) -> SuiteConfig:
         schemes[name] = s.model_copy(update=update) if update else s
     tasks = {}
     for name, t in suite.tasks.items():
-        update = {k: fix(getattr(t, k)) for k in ("perplexity", "include_path") if getattr(t, k) is not None}
+        paths = ("perplexity", "include_path", "mt_bench")
+        update = {k: fix(getattr(t, k)) for k in paths if getattr(t, k) is not None}
+        if t.judge is not None and t.judge.endpoint is None and _looks_like_path(t.judge.model, base):
+            update["judge"] = t.judge.model_copy(update={"model": fix(t.judge.model)})  # a local judge's folder
         tasks[name] = t.model_copy(update=update) if update else t
     return suite.model_copy(update={"model": model, "references": references, "schemes": schemes, "tasks": tasks})

@@ -31,6 +31,7 @@ EVALUATORS: dict[str, str] = {
     "vllm": "pytest_quant.backends.evaluate.lmeval_vllm:LMEvalVLLM",
     "perplexity": "pytest_quant.backends.evaluate.perplexity:PerplexityEvaluator",
     "divergence": "pytest_quant.backends.evaluate.divergence:DivergenceEvaluator",
+    "mt_bench": "pytest_quant.backends.evaluate.mt_bench:MTBenchEvaluator",
 }
 
 # Backends whose library is an optional install: name -> (module it imports, how to install it).

@@ -555,10 +555,15 @@ def load_causal_lm(
     dtype: str | None = None,
     device: str = "cpu",
     trust_remote_code: bool = False,
+    device_map: str | None = None,
+    max_memory: dict[str, str] | None = None,
+    offload_folder: str | None = None,
 ) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for evaluation, in eval mode; the last one is kept and reused.
 
-    ``dtype`` None means float32 on CPU and the checkpoint's dtype elsewhere.
+    ``dtype`` None means float32 on CPU and the checkpoint's dtype elsewhere. ``device_map`` (with
+    ``max_memory`` and ``offload_folder``) hands placement to Accelerate: ``"auto"`` spreads the layers
+    over the visible GPUs, then CPU memory, then the offload folder; ``device`` is then not used.
     A compressed-tensors checkpoint is dequantized once at load time
     (``CompressedTensorsConfig(dequantize=True)``, formerly ``run_compressed=False``):
     its modules end in status DECOMPRESSED, so the forward pass skips weight
@@ -571,12 +576,19 @@ def load_causal_lm(
     model_dir = Path(model_dir).resolve()
     if dtype in (None, ""):
         dtype = "float32" if device == "cpu" else "auto"
-    key = (str(model_dir), dtype, device, trust_remote_code, _folder_stamp(model_dir))
+    placement = json.dumps([device_map, max_memory, offload_folder], sort_keys=True)
+    key = (str(model_dir), dtype, device, trust_remote_code, _folder_stamp(model_dir), placement)
     if key in _LOADED:
         return _LOADED[key]
     clear_model_cache()
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     kwargs["dtype"] = dtype if dtype == "auto" else getattr(torch, dtype)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+        if max_memory is not None:
+            kwargs["max_memory"] = {int(k) if str(k).isdigit() else k: v for k, v in max_memory.items()}
+        if offload_folder is not None:
+            kwargs["offload_folder"] = offload_folder
     if quantization_method(model_dir) == "compressed-tensors":
         from transformers import CompressedTensorsConfig
 
@@ -589,7 +601,8 @@ def load_causal_lm(
         # compressed-tensors dequantizes FP4 (NVFP4 / MXFP4) weights to bfloat16 whatever dtype was asked for:
         # one dtype for every weight, or the forward pass fails on mixed dtypes
         model.to(kwargs["dtype"])
-    model.to(device)
+    if device_map is None:
+        model.to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:

