@@ -79,8 +79,18 @@ def _recipe_file_hash(scheme: SchemeConfig) -> str:
         ) from None
 
 
-def artifact(session: QuantSession, model: ModelConfig, scheme: SchemeConfig | None, *, source: str = "") -> Path:
-    """The folder of the model to evaluate: the unquantized model, a checkpoint, or a quantized copy (built once)."""
+def artifact(
+    session: QuantSession,
+    model: ModelConfig,
+    scheme: SchemeConfig | None,
+    *,
+    source: str = "",
+    device: str | None = None,
+) -> Path:
+    """The folder of the model to evaluate: the unquantized model, a checkpoint, or a quantized copy (built once).
+
+    A checkpoint is loaded as :func:`checkpoint_folder` decides for ``device`` (None: its own files,
+    what it takes deployed)."""
     from pytest_quant.backends import get_quantizer
 
     quantizer = (
@@ -91,7 +101,7 @@ def artifact(session: QuantSession, model: ModelConfig, scheme: SchemeConfig | N
         return resolved.path
     existing = quantizer.existing(scheme, source=source or scheme.name)
     if existing is not None:
-        return existing
+        return checkpoint_folder(session, existing, device, label=f"{model.name}/{scheme.name}")
     key = artifact_key(session, model, scheme)
     cached = session.cache.lookup(key)
     if cached is not None:  # the warm path imports no heavy library
@@ -126,12 +136,61 @@ def artifact(session: QuantSession, model: ModelConfig, scheme: SchemeConfig | N
     return session.cache.artifact(key, build, label=f"{model.name}/{scheme.name}")
 
 
-def artifact_identity(session: QuantSession, model: ModelConfig, scheme: SchemeConfig, model_dir: Path) -> str:
-    """What an evaluation of ``scheme``'s folder is keyed on: its artifact key, or a checkpoint's fingerprint."""
-    if scheme.checkpoint is None:
-        return artifact_key(session, model, scheme)
+def checkpoint_folder(session: QuantSession, checkpoint: Path, device: str | None, *, label: str = "") -> Path:
+    """The folder a ``checkpoint:`` scheme is evaluated from on ``device``: the checkpoint itself, a GGUF
+    file's conversion, or a dense folder pytest-quant dequantized it into (built once, cached under a key
+    of the checkpoint's fingerprint and the dequantizer's format version)."""
+    from pytest_quant.backends.quantize.checkpoint import loading_plan
+
+    plan = loading_plan(checkpoint, device)
+    if plan.kind == "gguf":
+        from pytest_quant.backends.models import gguf_folder
+
+        return gguf_folder(checkpoint, session.options.cache_dir)
+    if plan.kind != "dequantize":
+        return checkpoint
+    from pytest_quant.backends.dequantize import FORMAT, dequantize_checkpoint
     from pytest_quant.backends.models import model_fingerprint
 
+    fingerprint = model_fingerprint(checkpoint, session.options.cache_dir)
+    key = f"dequantized-{canonical_hash({'checkpoint': fingerprint, 'format': FORMAT})}"
+    cached = session.cache.lookup(key)
+    if cached is not None:
+        return cached
+
+    def build(out_dir: Path) -> None:
+        session.timed(
+            f"{plan.how} ({checkpoint})", lambda: dequantize_checkpoint(checkpoint, out_dir, fingerprint=fingerprint)
+        )
+
+    return session.cache.artifact(key, build, label=label or checkpoint.name)
+
+
+def checkpoint_loading(
+    session: QuantSession, model: ModelConfig, scheme: SchemeConfig, device: str | None, *, source: str = ""
+) -> str | None:
+    """How ``scheme``'s checkpoint is loaded on ``device``, in words for its result row; None for a scheme
+    quantized here."""
+    if scheme.checkpoint is None:
+        return None
+    from pytest_quant.backends import get_quantizer
+    from pytest_quant.backends.quantize.checkpoint import loading_plan
+
+    existing = get_quantizer(scheme.quantizer).existing(scheme, source=source or scheme.name)
+    return None if existing is None else loading_plan(existing, device).how
+
+
+def artifact_identity(session: QuantSession, model: ModelConfig, scheme: SchemeConfig, model_dir: Path) -> str:
+    """What an evaluation of ``scheme``'s folder is keyed on: its artifact key, or a checkpoint's fingerprint
+    (for a dense folder pytest-quant dequantized: the checkpoint's, and the dequantizer's format version)."""
+    if scheme.checkpoint is None:
+        return artifact_key(session, model, scheme)
+    from pytest_quant.backends.dequantize import read_record
+    from pytest_quant.backends.models import model_fingerprint
+
+    record = read_record(model_dir)
+    if record.get("source_fingerprint"):
+        return f"checkpoint-{record['source_fingerprint']}-{record['format']}"
     return "checkpoint-" + model_fingerprint(model_dir, session.options.cache_dir)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pytest_quant.artifacts import footprint, weight_columns
+from pytest_quant.artifacts import checkpoint_loading, footprint, weight_columns
 from pytest_quant.budget import Mode, Threshold, format_bytes
 from pytest_quant.config import BASELINE, EvaluationConfig, ModelConfig, ResolvedEvaluation, SchemeConfig, SuiteConfig
 from pytest_quant.errors import EXPLAINED, BackendUnavailable, QuantConfigError
@@ -103,6 +103,7 @@ def run_check(
         if mode == "alarm" and budget.parity is None:
             outcome = _in_family(session, suite, check, outcome, confidence=confidence, source=source)
     outcome = _with_backend(outcome, resolved.evaluation)
+    outcome = _with_loading(session, resolved, check, outcome, source=source)
     _stamp_check(outcome.row, suite, check, source=source, item=item, position=position)
     return outcome
 
@@ -143,6 +144,25 @@ def _with_backend(outcome: Outcome, evaluation: EvaluationConfig) -> Outcome:
         row["backend_fallback"] = evaluation.fallback
         line = f"  backend: hf (auto fell back from vLLM: {evaluation.fallback})"
     return replace(outcome, row=row, explanation=f"{outcome.explanation}\n{line}")
+
+
+def _with_loading(session: QuantSession, suite: SuiteConfig, check: Check, outcome: Outcome, *, source: str) -> Outcome:
+    """A ``checkpoint:`` scheme's row and explanation say how it was loaded: as is, dequantized by
+    pytest-quant (from which format), or converted from GGUF."""
+    cmp = check.budget.compare
+    loaded: dict[str, str] = {}
+    for name in (cmp.better, cmp.worse) if cmp is not None else (check.scheme,):
+        scheme = suite.schemes.get(name) if name else None
+        if scheme is None:
+            continue
+        how = checkpoint_loading(session, suite.model, scheme, suite.evaluation.device, source=source)
+        if name and how:
+            loaded[name] = how
+    if not loaded:
+        return outcome
+    text = next(iter(loaded.values())) if cmp is None else "; ".join(f"{n}: {h}" for n, h in loaded.items())
+    row = {**outcome.row, "checkpoint_loading": text}
+    return replace(outcome, row=row, explanation=f"{outcome.explanation}\n  checkpoint loaded {text}")
 
 
 def _judge(

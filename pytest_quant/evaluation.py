@@ -94,7 +94,7 @@ def choose_backend(
 
     reasons: dict[str, str] = {}
     for model, scheme in models:
-        model_dir = artifact(session, model, scheme, source=source)
+        model_dir = artifact(session, model, scheme, source=source, device=evaluation.device)
         args = json.dumps(evaluation.backend_args, sort_keys=True, default=str)
         key = ("vllm-refusal", str(model_dir), evaluation.device, args)
         if key not in session.decisions:
@@ -222,7 +222,7 @@ def evaluate(
         evaluation = choose_backend(session, [(model, scheme)], evaluation, source=source)
     else:
         evaluation = effective_evaluation(session, evaluation)
-    model_dir = artifact(session, model, scheme, source=source)
+    model_dir = artifact(session, model, scheme, source=source, device=evaluation.device)
     target = "baseline" if scheme is None else scheme.name
     if task.kind == "divergence":
         return _divergence(session, model, scheme, model_dir, task, evaluation, seed=seed)
@@ -578,7 +578,9 @@ def runtime(
     """Prefill/decode speed (and peak memory where the backend measures it) through the suite's
     evaluation backend, cached per model, settings, backend and machine."""
     evaluator = session.evaluator(evaluation.backend)
-    model_dir = built(session, model, scheme) or artifact(session, model, scheme, source=source)
+    model_dir = built(session, model, scheme) or artifact(
+        session, model, scheme, source=source, device=evaluation.device
+    )
     versions = evaluator.environment_versions(evaluation)
     ident = {
         "record": RUNTIME_RECORD,

@@ -172,6 +172,7 @@ def to_json(rows: Iterable[dict[str, Any]]) -> str:
             "evidence_alone",
             "backend",
             "backend_fallback",
+            "checkpoint_loading",
         ):
             if r.get(extra) is not None:
                 obj[extra] = r[extra]
@@ -330,6 +331,7 @@ def release_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
                 )
         parts += _sequential_lines(items)
         parts += _backend_lines(items)
+        parts += _checkpoint_lines(items)
         out += parts
     return out
 
@@ -348,6 +350,12 @@ def _backend_lines(items: list[dict[str, Any]]) -> list[str]:
     for why, budgets in reasons.items():
         out.append(f"    fell back to hf for {', '.join(budgets)}: {why}")
     return out
+
+
+def _checkpoint_lines(items: list[dict[str, Any]]) -> list[str]:
+    """How each ``checkpoint:`` scheme was loaded (as is, dequantized by pytest-quant, converted from GGUF)."""
+    loaded = {str(r.get("scheme")): str(r["checkpoint_loading"]) for r in items if r.get("checkpoint_loading")}
+    return [f"  checkpoint {scheme}: loaded {how}" for scheme, how in sorted(loaded.items())]
 
 
 def _sequential_lines(items: list[dict[str, Any]]) -> list[str]:

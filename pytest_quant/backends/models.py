@@ -43,6 +43,7 @@ __all__ = [
     "validate_model_files",
     "validate_scheme_fits",
     "clear_model_cache",
+    "gguf_folder",
     "is_quant_target",
     "linear_layer_shapes",
     "load_causal_lm",
@@ -359,12 +360,18 @@ def _resolve_gguf(model: ModelConfig, cache_dir: Path) -> Path:
                 ) from exc
     if not gguf_path.is_file():
         raise QuantConfigError(f"GGUF file {str(gguf_path)!r} does not exist", field="model")
-    digest = _file_sha256(gguf_path.resolve(), cache_dir)[:16]
-    target = cache_dir / "models" / f"gguf-{gguf_path.stem}-{digest}"
+    return gguf_folder(gguf_path, cache_dir)
+
+
+def gguf_folder(gguf_path: Path, cache_dir: Path) -> Path:
+    """``gguf_path`` converted once into ``cache_dir/models/gguf-<stem>-<sha256[:16]>`` (a suite's
+    model and a ``checkpoint:`` scheme share it)."""
+    digest = _file_sha256(Path(gguf_path).resolve(), cache_dir)[:16]
+    target = Path(cache_dir) / "models" / f"gguf-{Path(gguf_path).stem}-{digest}"
 
     from pytest_quant.backends.gguf import converted_once
 
-    return converted_once(gguf_path, target)
+    return converted_once(Path(gguf_path), target)
 
 
 # ---------------------------------------------------------------------------
