@@ -146,6 +146,22 @@ def _missing_backend(suite: SuiteConfig, check: Check) -> str | None:
     return None
 
 
+def _missing_questions(suite: SuiteConfig, check: Check) -> str | None:
+    """Why ``check`` cannot run here: an MT-Bench task it reads names a question file that does not
+    exist. The file is the user's to supply (FastChat's question.jsonl), so its items skip at collection,
+    before anything is quantized, with the file named; ``--quant-strict`` fails the session on them. A file
+    that exists but does not parse is still an error of the item, naming its line."""
+    for name in check.pool or ((check.task,) if check.task else ()):
+        path = suite.tasks[name].mt_bench
+        if path is not None and not Path(path).expanduser().is_file():
+            return (
+                f"task {name!r}: the MT-Bench question file {path} does not exist; FastChat's question.jsonl is "
+                f"fastchat/llm_judge/data/mt_bench/question.jsonl in the FastChat GitHub repository (lm-sys/FastChat): "
+                f"save it there"
+            )
+    return None
+
+
 class QuantSuiteFile(pytest.File):
     """A ``*.quant.yaml`` suite: one item per (budget, scheme, task)."""
 
@@ -174,7 +190,7 @@ class QuantSuiteFile(pytest.File):
                     item.add_marker(mark)
             if check.budget.xfail:
                 item.add_marker(pytest.mark.xfail(reason=check.budget.xfail, raises=BudgetExceeded, strict=False))
-            missing = _missing_backend(suite, check)
+            missing = _missing_backend(suite, check) or _missing_questions(suite, check)
             if missing:
                 item.add_marker(pytest.mark.skip(reason=missing))
             yield item

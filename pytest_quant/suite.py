@@ -128,8 +128,12 @@ def merge_includes(
     Errors name the file, the line and the field.
     """
 
-    def fail(message: str, path: tuple[Any, ...], *, where: str = source, at: dict | None = None) -> QuantConfigError:
-        return QuantConfigError(message, source=where, field=dotted(path), line=line_for(at or lines, path))
+    def fail(
+        message: str, path: tuple[Any, ...], *, where: str = source, at: dict[tuple[Any, ...], int] | None = None
+    ) -> QuantConfigError:
+        return QuantConfigError(
+            message, source=where, field=dotted(path), line=line_for(lines if at is None else at, path)
+        )
 
     paths = data["include"]
     listed = isinstance(paths, list)
