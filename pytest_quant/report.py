@@ -80,6 +80,8 @@ def _loss(row: dict[str, Any], key: str) -> str:
         return f"{v * 100:+.2f}%"
     if row.get("metric") == "kld":
         return f"{v:+.4f} nats"  # a KL divergence is its own unit, not points of a proportion
+    if row.get("points") is False:
+        return f"{v:+.4g}"  # a difference of the metric itself (MT-Bench's 1..10 ratings)
     return f"{v * 100:+.2f}pp"
 
 
@@ -172,6 +174,7 @@ def to_json(rows: Iterable[dict[str, Any]]) -> str:
             "evidence_alone",
             "backend",
             "backend_fallback",
+            "points",
             "checkpoint_loading",
         ):
             if r.get(extra) is not None:

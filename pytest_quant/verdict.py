@@ -260,20 +260,22 @@ def _same_items(reference: TaskResult, candidate: TaskResult, ref_label: str, ca
         )
 
 
-def _fmt(value: float, relative: bool, perplexity: bool) -> str:
+def _fmt(value: float, relative: bool, raw: bool) -> str:
     if relative:
         return f"{value * 100:+.2f}%"
-    return f"{value * 100:+.2f}pp" if not perplexity else f"{value:+.4g}"
+    return f"{value * 100:+.2f}pp" if not raw else f"{value:+.4g}"
+
+
+def _proportion(reference: TaskResult, candidate: TaskResult) -> bool:
+    """Whether both results are means of 0..1 scores, the metrics whose differences are points (pp)."""
+    return reference.aggregation == "mean" and all(0.0 <= s <= 1.0 for s in (*reference.scores, *candidate.scores))
 
 
 def _validate_unit(reference: TaskResult, candidate: TaskResult, threshold: Threshold | None) -> None:
     """Units are never guessed: points (``pp``) are points of a 0..1 metric, nothing else."""
     if threshold is None or threshold.kind != "absolute":
         return
-    proportion = reference.aggregation == "mean" and all(
-        0.0 <= s <= 1.0 for s in (*reference.scores, *candidate.scores)
-    )
-    if not proportion:
+    if not _proportion(reference, candidate):
         what = (
             "a perplexity-type metric (lower is better, no 0..1 scale)"
             if reference.aggregation == "perplexity"
@@ -317,7 +319,10 @@ def judge(
     except ValueError as exc:
         raise ResultError(f"{cand_label} vs {ref_label} on task {reference.task!r}: {exc}") from None
     verdict = decide(deg, 0.0 if threshold is None else threshold.value, mode)
-    return _paired_outcome(reference, candidate, deg, verdict, threshold, ref_label, cand_label, perplexity)
+    # a difference of a metric that is not a 0..1 proportion (MT-Bench's 1..10 ratings) is shown as it is,
+    # never as points (x100)
+    raw = perplexity or not _proportion(reference, candidate)
+    return _paired_outcome(reference, candidate, deg, verdict, threshold, ref_label, cand_label, raw)
 
 
 def _paired_outcome(
@@ -328,12 +333,12 @@ def _paired_outcome(
     threshold: Threshold | None,
     ref_label: str,
     cand_label: str,
-    perplexity: bool,
+    raw: bool,
 ) -> Outcome:
     budget_text = "no loss" if threshold is None else str(threshold)
     relative = deg.relative
-    drop = _fmt(deg.estimate, relative, perplexity)
-    lo, hi = _fmt(deg.lower, relative, perplexity), _fmt(deg.upper, relative, perplexity)
+    drop = _fmt(deg.estimate, relative, raw)
+    lo, hi = _fmt(deg.lower, relative, raw), _fmt(deg.upper, relative, raw)
     flips = "" if deg.worse_items is None else f"; items worse/better: {deg.worse_items}/{deg.better_items}"
     flip_text, flip_fields = (
         flip_line(deg.worse_items, deg.better_items or 0, deg.n, deg.confidence)
@@ -367,6 +372,8 @@ def _paired_outcome(
     }  # fmt: skip
     if substituted:
         row["split_substituted"] = list(substituted)
+    if raw and not relative:
+        row["points"] = False  # the loss is a difference of the metric itself, not points of a proportion
     return Outcome(verdict.passed, "\n".join(lines), row, deg, verdict)
 
 

@@ -300,3 +300,30 @@ def test_a_suite_judged_by_likelihood_pairs_turns_per_question_with_its_baseline
             "  task.judge.system: 'You are a careful*' (baseline) != 'Be strict.' (suite)",
         ]
     )
+
+
+# --------------------------------------------------------------------------- units of a 1..10 rating
+def test_a_rating_difference_is_shown_in_rating_points_not_percentage_points() -> None:
+    """A comparison with no margin on ratings (1..10) is judged on their difference; it must never be shown
+    multiplied by 100 as 'pp', which means points of a 0..1 proportion."""
+    from pytest_quant.report import table_lines, to_json
+    from pytest_quant.results import TaskResult
+    from pytest_quant.verdict import judge
+
+    def ratings(scores: list[float]) -> TaskResult:
+        ids = tuple(str(i) for i in range(len(scores)))
+        return TaskResult("mt", "turn2", sum(scores) / len(scores), True, "mean", ids, tuple(scores))
+
+    base = ratings([8.0, 7.0, 6.0, 9.0] * 10)
+    worse = ratings([7.0, 7.0, 5.0, 9.0] * 10)  # half a rating point lower on average
+    outcome = judge(base, worse, threshold=None, mode="point", confidence=0.95)
+    loss_line = next(line for line in outcome.explanation.splitlines() if line.startswith("  loss:"))
+    assert loss_line.startswith("  loss: +0.5  ") and "pp" not in loss_line
+    assert outcome.row["points"] is False and outcome.row["drop"] == pytest.approx(0.5)
+    outcome.row.update({"suite": "s", "model": "m", "scheme": "w4", "item": "i"})
+    assert not any("+50.00pp" in line for line in table_lines([outcome.row]))
+    assert any("+0.5 " in line for line in table_lines([outcome.row]))
+    assert json.loads(to_json([outcome.row]))["items"][0]["points"] is False
+    # a 0..1 proportion keeps its points
+    acc = judge(ratings([1.0, 0.0] * 20), ratings([0.0, 0.0] * 20), threshold=None, mode="point", confidence=0.95)
+    assert "points" not in acc.row and "+50.00pp" in acc.explanation
