@@ -28,6 +28,11 @@ def register(config: pytest.Config, session: QuantSession) -> None:
         return
     if config.getoption("numprocesses", None) or config.getoption("dist", "no") != "no":
         raise pytest.UsageError("--quant-export-datasets runs in the controlling process only; drop -n/--dist")
+    if session.options.strict:  # an export runs no test and exits 0: never let it stand in for a release gate
+        raise pytest.UsageError(
+            "--quant-export-datasets only writes data and runs no test, so it cannot be a --quant-strict release "
+            "gate; export in its own job without --quant-strict (or ini quant_strict)"
+        )
     config.pluginmanager.register(DatasetExport(session), "quant-export")
 
 

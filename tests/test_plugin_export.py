@@ -60,6 +60,16 @@ def test_bad_export_folder_is_a_usage_error(pytester: pytest.Pytester):
     result.stderr.fnmatch_lines(["*'a_file/sub' is not a folder (*a_file' is a file)*"])
 
 
+def test_export_is_refused_in_a_strict_release_gate(pytester: pytest.Pytester, tmp_path):
+    """An export runs no test and exits 0: under --quant-strict it would turn a release gate green unseen."""
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--quant-export-datasets={tmp_path / 'mirror'}", "--quant-strict"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--quant-export-datasets only writes data and runs no test*--quant-strict*"])
+    assert not (tmp_path / "mirror").exists()
+
+
 @pytest.mark.slow
 def test_export_then_evaluate_from_the_mirror(pytester: pytest.Pytester, project, tmp_path):
     pytest.importorskip("lm_eval")
