@@ -108,6 +108,12 @@ def collect_doctor_only(session: pytest.Session, paths: tuple[str, ...]) -> bool
     pytest's own collection, with our collectors in place of the command line's). None without it, and
     in pytest-xdist's controller, which collects nothing itself."""
     config = session.config
+    if paths and config.args_source == pytest.Config.ArgsSource.ARGS and config.args:
+        # the test paths would not be collected: a gate that passed them would go green on the doctor alone
+        raise pytest.UsageError(
+            f"--quant-doctor checks checkpoint folders and collects nothing else, so the test paths "
+            f"{' '.join(config.args)} would not run; run them in another invocation"
+        )
     if not paths or config.pluginmanager.hasplugin("dsession"):
         return None
     session.items = []

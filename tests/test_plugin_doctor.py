@@ -53,6 +53,14 @@ def test_clean_checkpoint_is_one_passing_item_per_check(pytester: pytest.Pyteste
     assert result.ret == pytest.ExitCode.OK
 
 
+def test_test_paths_beside_the_doctor_are_a_usage_error(pytester: pytest.Pytester, clean: Path) -> None:
+    """The doctor collects nothing else: named test paths would silently not run (a gate green on the doctor)."""
+    pytester.makepyfile(test_other="def test_failing():\n    assert False\n")
+    result = run(pytester, "--quant-doctor", "clean", "test_other.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--quant-doctor checks checkpoint folders and collects nothing else*test_other.py*"])
+
+
 def test_a_defect_fails_its_own_item_naming_every_tensor(pytester: pytest.Pytester, wrapped: Path) -> None:
     result = run(pytester, f"--quant-doctor={wrapped}")
     result.assert_outcomes(passed=3, failed=2)
