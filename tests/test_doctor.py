@@ -531,8 +531,8 @@ def test_truncated_safetensors_names_the_file(tmp_path: Path) -> None:
     "change,field,problem",
     [
         ({"quant_method": "hqq"}, "quantization_config.quant_method", "unknown quant_method 'hqq'"),
-        ({"bits": 5}, "quantization_config.bits", "GPTQ packs 2, 3, 4 or 8 bits, got 5"),
-        ({"bits": "4"}, "quantization_config.bits", "expected int, got '4'"),
+        ({"bits": 5}, "quantization_config.bits", "GPTQ checkpoints pack 2, 3, 4, 8 bits; got 5"),
+        ({"bits": "4"}, "quantization_config.bits", "GPTQ checkpoints pack 2, 3, 4, 8 bits; got '4'"),
         ({"checkpoint_format": "marlin"}, "quantization_config.checkpoint_format", "not 'marlin'"),
     ],
 )

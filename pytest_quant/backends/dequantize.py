@@ -109,7 +109,7 @@ def packed_format(config: dict[str, Any], source: str) -> PackedFormat | None:
         fmt = str(qc.get("checkpoint_format") or qc.get("format") or "gptq").lower()
         if fmt not in ("gptq", "gptq_v2"):
             raise QuantConfigError(
-                f"pytest-quant dequantizes GPTQ's 'gptq' (v1) and 'gptq_v2' layouts, not {fmt!r}",
+                f"pytest-quant reads GPTQ's 'gptq' (v1) and 'gptq_v2' layouts, not {fmt!r}",
                 source=source,
                 field="quantization_config.checkpoint_format",
             )

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_quant.backends.dequantize import PackedFormat, packed_format
 from pytest_quant.errors import QuantConfigError
 
 if TYPE_CHECKING:
@@ -253,15 +254,11 @@ class _Expect:
     known: bool = True
 
 
-def _field(qc: dict[str, Any], key: str, source: str, kinds: tuple[type, ...], default: Any = None) -> Any:
-    value = qc.get(key, default)
-    if value is None or isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
-        raise QuantConfigError(
-            f"expected {' or '.join(k.__name__ for k in kinds)}, got {value!r}",
-            source=source,
-            field=f"quantization_config.{key}",
-        )
-    return value
+def _packed(qc: dict[str, Any], source: str) -> PackedFormat:
+    """A GPTQ / AWQ ``quantization_config`` read as the dequantizer reads it (one parser for both)."""
+    packed = packed_format({"quantization_config": qc}, source)
+    assert packed is not None, "only GPTQ and AWQ formats are read this way"
+    return packed
 
 
 def _matches_hf(name: str, patterns: list[str]) -> str | None:
@@ -326,27 +323,9 @@ class _GPTQ(_Format):
 
     def __init__(self, qc: dict[str, Any], source: str):
         super().__init__(qc, source)
-        bits = _field(qc, "bits", source, (int,))
-        if bits not in (2, 3, 4, 8):
-            raise QuantConfigError(
-                f"GPTQ packs 2, 3, 4 or 8 bits, got {bits}", source=source, field="quantization_config.bits"
-            )
-        group = _field(qc, "group_size", source, (int,), -1)
-        if group == 0 or group < -1:
-            raise QuantConfigError(
-                f"expected -1 (per channel) or a positive group size, got {group}",
-                source=source,
-                field="quantization_config.group_size",
-            )
-        fmt = str(qc.get("checkpoint_format") or qc.get("format") or "gptq").lower()
-        if fmt not in ("gptq", "gptq_v2"):
-            raise QuantConfigError(
-                f"the doctor reads GPTQ's 'gptq' (v1) and 'gptq_v2' layouts, not {fmt!r}",
-                source=source,
-                field="quantization_config.checkpoint_format",
-            )
-        self.v1 = fmt == "gptq"
-        self.spec = _Spec(bits, group if group > 0 else None, bool(qc.get("sym", True)), layout="gptq")
+        packed = _packed(qc, source)
+        self.v1 = packed.version == "v1"
+        self.spec = _Spec(packed.bits, packed.group_size if packed.group_size > 0 else None, packed.symmetric, "gptq")
         self.skip = [str(p) for p in qc.get("modules_to_not_convert") or ()]
         self.lm_head = bool(qc.get("lm_head", False))
         blocks = qc.get("modules_in_block_to_quantize")
@@ -466,26 +445,14 @@ class _AWQ(_Format):
 
     def __init__(self, qc: dict[str, Any], source: str):
         super().__init__(qc, source)
-        key = "bits" if "bits" in qc else "w_bit"
-        bits = _field(qc, key, source, (int,))
-        if not 1 <= bits <= 8:
+        packed = _packed(qc, source)
+        if packed.version != "gemm":
             raise QuantConfigError(
-                f"expected 1 to 8 bits, got {bits}", source=source, field=f"quantization_config.{key}"
-            )
-        gkey = "group_size" if "group_size" in qc else "q_group_size"
-        group = _field(qc, gkey, source, (int,), -1)
-        if group == 0 or group < -1:
-            raise QuantConfigError(
-                f"expected -1 or a positive group size, got {group}", source=source, field=f"quantization_config.{gkey}"
-            )
-        version = str(qc.get("version") or "gemm").lower()
-        if version != "gemm":
-            raise QuantConfigError(
-                f"the doctor reads AWQ's GEMM layout, not {version!r}",
+                f"the doctor reads AWQ's GEMM layout, not {packed.version!r}",
                 source=source,
                 field="quantization_config.version",
             )
-        self.spec = _Spec(bits, group if group > 0 else None, not bool(qc.get("zero_point", True)), layout="awq")
+        self.spec = _Spec(packed.bits, packed.group_size if packed.group_size > 0 else None, packed.symmetric, "awq")
         self.skip = [str(p) for p in qc.get("modules_to_not_convert") or ()]
 
     def describe(self) -> str:
