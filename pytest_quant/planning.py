@@ -34,6 +34,15 @@ from pytest_quant.suite import Check
 
 POWER = 0.80
 PLANNING_FILE = "planning.json"
+# lm-eval groups whose ``limit`` applies to each subtask (lm-eval 0.4.13's task folders).
+GROUP_SUBTASKS: dict[str, int] = {
+    "mmlu": 57,
+    "mmlu_pro": 14,
+    "leaderboard_bbh": 24,
+    "leaderboard_gpqa": 3,
+    "leaderboard_math_hard": 7,
+    "leaderboard_musr": 3,
+}
 # Items in the split lm-eval evaluates, for tasks whose size a suite may not state (lm-eval 0.4.13).
 KNOWN_TASK_SIZES: dict[str, int] = {
     "arc_challenge": 1172,
@@ -111,6 +120,8 @@ def _task(suite: SuiteConfig, name: str, scheme: str, store: BaselineStore, meas
     except BaselineError:
         pass
     planned = task.planned_items
+    if planned is not None and task.limit is not None and task.lm_eval_task in GROUP_SUBTASKS:
+        planned *= GROUP_SUBTASKS[task.lm_eval_task]  # lm-eval applies a group's limit to each subtask
     if planned is None and stored_n is not None:
         full = stored_n  # recorded on the whole task
     items = min(v for v in (planned, full, stored_n) if v is not None) if (planned or full or stored_n) else None

@@ -65,3 +65,16 @@ def test_a_measured_flip_rate_replaces_the_assumed_one(tmp_path):
 def test_continuous_metrics_below_the_minimum_items_are_named(tmp_path, mode):
     (message,) = _findings(f"  - {{schemes: [w8], tasks: [ppl], max_drop: 5%, mode: {mode}}}\n", tmp_path)
     assert "has 20 items: on fewer than 30 items a continuous metric decides nothing" in message
+
+
+def test_a_groups_limit_counts_once_per_subtask(tmp_path):
+    """lm-eval applies a group's limit to each subtask: ``limit: 20`` on MMLU evaluates 57 x 20 = 1,140 items."""
+    grouped = SUITE.replace("mmlu: {metric: acc, expected_value: 0.68}", "mmlu: {metric: acc, expected_value: 0.68, limit: 20}")
+    def found(budget: str) -> list[str]:
+        suite, lines = load_suite_text(grouped + f"  - {{schemes: [w8], tasks: [mmlu], max_drop: {budget}}}\n", "s")
+        return [f.message for f in findings(suite, expand_checks(suite, lines), store=BaselineStore(tmp_path),
+                                             mode_of=lambda *m: "gate", confidence_of=lambda *c: 0.95, flip_rate=0.10)]
+
+    assert found("5%") == []  # ~535 items needed: 1,140 decide it (20 would not)
+    (message,) = found("2%")
+    assert message.startswith("budget drop<=2%[w8-mmlu]: 1,140 items are too few"), message
