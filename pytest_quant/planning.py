@@ -113,12 +113,14 @@ def _task(suite: SuiteConfig, name: str, scheme: str, store: BaselineStore, meas
     full = KNOWN_TASK_SIZES.get(task.lm_eval_task)
     base_value, stored_n = task.expected_value or 0.5, None
     continuous = task.perplexity_metric or task.kind == "mt_bench" or task.lm_eval_task in CONTINUOUS_TASKS
-    try:
-        result = store.load(suite.model.name, name).result
+    for slot in (name, f"{name}@vllm", f"{name}@hf"):  # backend auto stores a baseline per backend
+        try:
+            result = store.load(suite.model.name, slot).result
+        except BaselineError:
+            continue
         base_value, stored_n = result.value, result.n
         continuous = continuous or result.aggregation != "mean" or any(s not in (0.0, 1.0) for s in result.scores)
-    except BaselineError:
-        pass
+        break
     planned = task.planned_items
     if planned is not None and task.limit is not None and task.lm_eval_task in GROUP_SUBTASKS:
         planned *= GROUP_SUBTASKS[task.lm_eval_task]  # lm-eval applies a group's limit to each subtask

@@ -78,3 +78,18 @@ def test_a_groups_limit_counts_once_per_subtask(tmp_path):
     assert found("5%") == []  # ~535 items needed: 1,140 decide it (20 would not)
     (message,) = found("2%")
     assert message.startswith("budget drop<=2%[w8-mmlu]: 1,140 items are too few"), message
+
+
+def test_a_baseline_stored_per_backend_under_backend_auto_is_read(tmp_path):
+    """Under backend auto a task's baseline is stored as '<task>@vllm' / '<task>@hf': planning reads its size."""
+    from pytest_quant.results import TaskResult
+
+    store = BaselineStore(tmp_path)
+    scores = tuple(float(i % 2) for i in range(100))
+    result = TaskResult("arc_challenge", "acc_norm", 0.5, True, "mean", tuple(map(str, range(100))), scores)
+    store.write("m", "fp", "arc_challenge@hf", result, {}, {})
+    suite, lines = load_suite_text(SUITE + "  - {schemes: [w8], tasks: [arc_challenge], max_drop: 4%}\n", "s")
+    (found,) = findings(suite, expand_checks(suite, lines), store=store, mode_of=lambda *m: "gate",
+                        confidence_of=lambda *c: 0.95, flip_rate=0.10)
+    # the stored value and size (recorded on the whole task), not the suite's expected 0.55 and lm-eval's 1,172
+    assert "at a baseline of 0.500" in found.message and "the task has 100." in found.message, found.message
