@@ -173,7 +173,7 @@ def _byte_level_alphabet() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def write_tiny_llama_gguf(path, *, skip: str | None = None):
+def write_tiny_llama_gguf(path, *, skip: str | None = None, add_bos: bool | None = None):
     """A 2-layer Llama GGUF (Q4_1 and Q8_0 matrices, F32 norms, tied embeddings, GPT-2 style vocabulary).
 
     Tensor names are the GGUF file format's own (``blk.N.attn_q.weight``); ``skip`` leaves one out.
@@ -204,6 +204,8 @@ def write_tiny_llama_gguf(path, *, skip: str | None = None):
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
+    if add_bos is not None:  # llama.cpp writes it for Llama vocabularies (true) and GPT-2 ones (false)
+        writer.add_add_bos_token(add_bos)
 
     rng = np.random.default_rng(0)
     shapes = {"token_embd.weight": (len(tokens), h), "output_norm.weight": (h,)}
@@ -306,6 +308,27 @@ def test_special_tokens_follow_the_file_and_an_older_conversion_is_redone(tiny_g
     before = (folder / "model.safetensors").stat().st_mtime_ns
     resolve_model(model, tmp_path / "cache")
     assert (folder / "model.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("add_bos", [True, False, None])
+def test_the_tokenizer_adds_bos_as_the_file_says(tmp_path, add_bos):
+    """transformers 5.17 ignores tokenizer.ggml.add_bos_token: a Llama GGUF lost its BOS (other prompts than
+    its HF checkpoint scores). The conversion sets it from the file and records the change."""
+    from transformers import AutoTokenizer
+
+    from pytest_quant.backends.gguf import convert_gguf
+    from pytest_quant.backends.models import model_fingerprint
+
+    path = write_tiny_llama_gguf(tmp_path / "tiny.gguf", add_bos=add_bos)
+    folder = convert_gguf(path, tmp_path / "out")
+    ids = AutoTokenizer.from_pretrained(folder)("hello")["input_ids"]
+    assert (ids[0] == 1) is bool(add_bos), ids  # bos id 1 first exactly when the file asks for it
+    changed = json.loads((folder / RECORD).read_text())["special_tokens_set"]
+    assert changed.get("add_bos_token") == ({"was": False, "now": True} if add_bos else None)
+    # the same weights with the tokenizer as transformers left it: the fingerprint moves only when BOS was added,
+    # so a baseline recorded without it is stale, and folders the flag did not change keep their identity
+    plain = convert_gguf(write_tiny_llama_gguf(tmp_path / "plain.gguf"), tmp_path / "plain")
+    assert (model_fingerprint(folder) != model_fingerprint(plain)) is bool(add_bos)
 
 
 def test_conversion_parses_the_file_once(tiny_gguf, tmp_path, monkeypatch):

@@ -40,7 +40,8 @@ EMBEDDED_SLUG = "smollm2-135m-instruct"
 RECORD = "pytest_quant_gguf.json"
 # The conversion's layout and rules; a folder recorded with another is converted again.
 # 3: special tokens set from the GGUF metadata (see :func:`_special_tokens_from_gguf`).
-FORMAT = "pytest-quant-gguf/3"
+# 4: whether the tokenizer adds BOS / EOS set from the file's add_bos_token / add_eos_token.
+FORMAT = "pytest-quant-gguf/4"
 CHECK_PROMPT = "The capital of France is Paris. The capital of Germany is"
 
 
@@ -103,6 +104,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
             )["tensors"]
             tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
             special_tokens = _special_tokens_from_gguf(tokenizer, parsed.get("tokenizer_config") or {})
+            special_tokens.update(_added_tokens_from_gguf(tokenizer, gguf_path))
         # Builds on the meta device and takes the tensors as they are, ties the embeddings.
         model, info = type(skeleton).from_pretrained(
             None, config=config, state_dict=tensors, dtype=torch.float32, output_loading_info=True
@@ -151,6 +153,27 @@ def _special_tokens_from_gguf(tokenizer: Any, metadata: dict[str, Any]) -> dict[
         if was != token:
             setattr(tokenizer, f"{role}_token", token)
             changed[role] = {"was": was, "now": token, "id": token_id}
+    return changed
+
+
+def _added_tokens_from_gguf(tokenizer: Any, gguf_path: Path) -> dict[str, dict[str, Any]]:
+    """Make the tokenizer add BOS / EOS to every text as the file's ``tokenizer.ggml.add_bos_token`` /
+    ``add_eos_token`` say, and return what changed. transformers 5.17 ignores both flags, so a Llama
+    GGUF (add_bos_token true) lost its BOS and scored other prompts than its HF checkpoint; SmolLM2's
+    file says false, which is what the loaded tokenizer already did."""
+    import gguf
+
+    fields = gguf.GGUFReader(gguf_path).fields  # within _gguf_parsed_once: the reader already parsed
+    changed: dict[str, dict[str, Any]] = {}
+    for flag in ("add_bos_token", "add_eos_token"):
+        field = fields.get(f"tokenizer.ggml.{flag}")
+        if field is None or not field.data:
+            continue
+        wanted = bool(field.parts[field.data[0]][0])
+        was = bool(getattr(tokenizer, flag, False))
+        if was != wanted:
+            setattr(tokenizer, flag, wanted)
+            changed[flag] = {"was": was, "now": wanted}
     return changed
 
 

@@ -404,7 +404,24 @@ def model_fingerprint(model_dir: str | Path, cache_dir: str | Path | None = None
     for path in _fingerprint_files(model_dir):
         rel = path.relative_to(model_dir).as_posix()
         h.update(f"{rel}\0{_file_sha256(path, cache_dir)}\n".encode())
+    added = _gguf_added_tokens(model_dir)
+    if added:  # a GGUF conversion that made the tokenizer add BOS/EOS scores other prompts than one that did not
+        h.update(f"gguf tokenizer\0{json.dumps(added, sort_keys=True)}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _gguf_added_tokens(model_dir: Path) -> dict[str, Any]:
+    """The BOS/EOS-adding flags a GGUF conversion set on the tokenizer (from the file's metadata), or {}:
+    absent for every other folder and for GGUF files whose flags the tokenizer already followed, which
+    keeps their fingerprints (and the committed baselines) as they were."""
+    from pytest_quant.backends.gguf import RECORD
+
+    try:
+        record = json.loads((model_dir / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    changed = record.get("special_tokens_set") or {}
+    return {k: changed[k] for k in ("add_bos_token", "add_eos_token") if k in changed}
 
 
 def _file_sha256(path: Path, cache_dir: str | Path | None) -> str:
