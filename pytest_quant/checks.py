@@ -113,7 +113,6 @@ def _on_backend(session: QuantSession, suite: SuiteConfig, check: Check, source:
     check reads (its schemes, the model as is, reference models it compares with) on one backend."""
     if suite.evaluation.backend != "auto" and session.options.backend != "auto":
         return suite
-    names = [check.budget.compare.better, check.budget.compare.worse] if check.budget.compare else [check.scheme]
     tasks = check.pool or ((check.task,) if check.task else tuple(suite.tasks))
     if check.budget.efficiency is None and all(suite.tasks[t].kind != "lm_eval" for t in tasks):
         return suite  # perplexity and divergence tasks run in this process whatever the backend
@@ -125,7 +124,7 @@ def _on_backend(session: QuantSession, suite: SuiteConfig, check: Check, source:
             field=f"tasks.{staged[0]}.sequential",
         )
     models: list[tuple[ModelConfig, SchemeConfig | None]] = [(suite.model, None)]
-    for name in names:
+    for name in check.sides:
         if name in suite.schemes:
             models.append((suite.model, suite.schemes[name]))
         elif name in suite.references:
@@ -149,18 +148,15 @@ def _with_backend(outcome: Outcome, evaluation: EvaluationConfig) -> Outcome:
 def _with_loading(session: QuantSession, suite: SuiteConfig, check: Check, outcome: Outcome, *, source: str) -> Outcome:
     """A ``checkpoint:`` scheme's row and explanation say how it was loaded: as is, dequantized by
     pytest-quant (from which format), or converted from GGUF."""
-    cmp = check.budget.compare
     loaded: dict[str, str] = {}
-    for name in (cmp.better, cmp.worse) if cmp is not None else (check.scheme,):
-        scheme = suite.schemes.get(name) if name else None
-        if scheme is None:
-            continue
-        how = checkpoint_loading(session, suite.model, scheme, suite.evaluation.device, source=source)
-        if name and how:
+    for name in _sides(suite, check):
+        how = checkpoint_loading(session, suite.model, suite.schemes[name], suite.evaluation.device, source=source)
+        if how:
             loaded[name] = how
     if not loaded:
         return outcome
-    text = next(iter(loaded.values())) if cmp is None else "; ".join(f"{n}: {h}" for n, h in loaded.items())
+    compared = check.budget.compare is not None
+    text = "; ".join(f"{n}: {h}" for n, h in loaded.items()) if compared else next(iter(loaded.values()))
     row = {**outcome.row, "checkpoint_loading": text}
     return replace(outcome, row=row, explanation=f"{outcome.explanation}\n  checkpoint loaded {text}")
 
@@ -203,9 +199,7 @@ def _sequential_task(suite: SuiteConfig, check: Check) -> bool:
 
 def _sides(suite: SuiteConfig, check: Check) -> tuple[str, ...]:
     """The schemes a check evaluates (not the stored baseline or a reference model's)."""
-    cmp = check.budget.compare
-    names = (cmp.better, cmp.worse) if cmp is not None else (str(check.scheme),)
-    return tuple(n for n in names if n in suite.schemes)
+    return tuple(n for n in check.sides if n in suite.schemes)
 
 
 def stage_decisions(session: QuantSession, suite: SuiteConfig, task_name: str, source: str) -> StageDecisions:

@@ -123,10 +123,8 @@ def _slow_build_group(suite: SuiteConfig, check: Check) -> str | None:
     Under `-n N --dist loadgroup` the items of one calibrated scheme run on one worker, so two
     workers never wait on the same quantization lock while another scheme could be building;
     items of fast schemes (RTN, dynamic FP8: seconds) stay ungrouped and fill the gaps."""
-    cmp = check.budget.compare
-    names = [cmp.better, cmp.worse] if cmp is not None else [check.scheme]
-    for name in names:
-        scheme = suite.schemes.get(name) if name else None
+    for name in check.sides:
+        scheme = suite.schemes.get(name)
         if scheme is not None and scheme.calibration is not None:
             return name
     return None
@@ -137,9 +135,8 @@ def _missing_backend(suite: SuiteConfig, check: Check) -> str | None:
     installed (checked without importing it). Skipped at collection, before any baseline is evaluated."""
     from pytest_quant.backends import unavailable_reason
 
-    cmp = check.budget.compare
-    for name in (cmp.better, cmp.worse) if cmp is not None else (check.scheme,):
-        scheme = suite.schemes.get(name) if name else None
+    for name in check.sides:
+        scheme = suite.schemes.get(name)
         reason = unavailable_reason(scheme.backend) if scheme is not None and scheme.backend else None
         if reason:
             return f"scheme {name!r}: {reason}"

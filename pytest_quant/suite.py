@@ -269,6 +269,15 @@ class Check:
     line: int | None
     pool: tuple[str, ...] = ()  # a pooled budget's tasks (then ``task`` is None): one check over all of them
 
+    @property
+    def sides(self) -> tuple[str, ...]:
+        """What the check judges: a comparison's two sides (schemes, ``baseline`` or reference models), else
+        its scheme (``baseline`` for a floor on the model as is)."""
+        cmp = self.budget.compare
+        if cmp is not None:
+            return (cmp.better, cmp.worse)
+        return () if self.scheme is None else (self.scheme,)
+
 
 def expand_checks(suite: SuiteConfig, lines: dict[tuple[Any, ...], int] | None = None) -> list[Check]:
     """Every (budget, scheme, task) the suite asks for, with stable, readable names
