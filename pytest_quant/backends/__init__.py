@@ -17,7 +17,7 @@ from typing import Any, cast
 from pytest_quant.backends.protocol import Evaluator, Quantizer
 from pytest_quant.errors import BackendUnavailable, QuantConfigError
 
-__all__ = ["EVALUATORS", "QUANTIZERS", "get_evaluator", "get_quantizer", "require", "unavailable_reason"]
+__all__ = ["EVALUATORS", "QUANTIZERS", "get_evaluator", "get_quantizer", "installed", "require", "unavailable_reason"]
 
 QUANTIZERS: dict[str, str] = {
     "reference": "pytest_quant.backends.quantize.rtn:ReferenceQuantizer",
@@ -44,6 +44,14 @@ OPTIONAL: dict[str, tuple[str, str]] = {
 }
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here, found without importing it (cheap enough for collection)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def unavailable_reason(name: str) -> str | None:
     """Why backend ``name`` cannot run here (its optional library is not installed), or None.
 
@@ -53,11 +61,7 @@ def unavailable_reason(name: str) -> str | None:
     if name not in OPTIONAL:
         return None
     module, install = OPTIONAL[name]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if found:
+    if installed(module):
         return None
     return f"backend {name!r} needs the {module!r} module, which is not installed: {install}"
 

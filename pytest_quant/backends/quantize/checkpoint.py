@@ -20,12 +20,12 @@ EXL2, BitBLAS       CUDA-only: :class:`BackendUnavailable` (skip) without the pa
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_quant.backends import installed
 from pytest_quant.config import SchemeConfig
 from pytest_quant.errors import BackendUnavailable, KernelUnavailable, QuantConfigError
 
@@ -123,17 +123,10 @@ class CheckpointLoading:
     how: str
 
 
-def _found(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _cuda_only(checkpoint: Path, name: str, device: str) -> KernelUnavailable | BackendUnavailable:
     module, package, install = CUDA_ONLY[name]
     what = f"checkpoint {str(checkpoint)!r} is {name}"
-    if not _found(module):
+    if not installed(module):
         return BackendUnavailable(
             f"{what}: it needs CUDA and the {package} package, which is not installed ({install})"
         )
@@ -168,15 +161,15 @@ def loading_plan(checkpoint: str | Path, device: str | None) -> CheckpointLoadin
         if name in CUDA_ONLY:
             raise _cuda_only(path, name, device)
     if method == "gptq" and layout == "marlin":
-        if device.startswith("cpu") or not _found(GPTQ_KERNELS[0]):
-            raise (BackendUnavailable if not _found(GPTQ_KERNELS[0]) else KernelUnavailable)(
+        if device.startswith("cpu") or not installed(GPTQ_KERNELS[0]):
+            raise (BackendUnavailable if not installed(GPTQ_KERNELS[0]) else KernelUnavailable)(
                 f"checkpoint {str(path)!r} is GPTQ in the Marlin layout: it needs CUDA and {GPTQ_KERNELS[1]}"
             )
         return CheckpointLoading("as is", "as is (gptqmodel's kernels)")
     fmt = packed_format(config, str(path / "config.json"))
     if fmt is None:
         return CheckpointLoading("as is", "as is")
-    kernels = _found(GPTQ_KERNELS[0])
+    kernels = installed(GPTQ_KERNELS[0])
     if kernels and not device.startswith("cpu"):
         return CheckpointLoading("as is", f"as is ({fmt.describe()}, gptqmodel's kernels)")
     if fmt.method == "awq" and fmt.version != "gemm":
